@@ -1,0 +1,78 @@
+"""Tiny CIFAR-10-shaped datasets written in each layout the loader accepts.
+
+Images are random, with a class-dependent colour so a tiny network can learn them.
+"""
+import io
+import os
+import pickle
+import tarfile
+
+import numpy as np
+from PIL import Image
+
+from legacy_eager.data import CLASSES
+
+
+def make_arrays(n, seed=0):
+    """n uint8 32x32 RGB images and int64 labels; each class tints its images."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n, dtype=np.int64) % 10
+    tint = rng.integers(0, 256, size=(10, 3))
+    x = rng.integers(0, 64, size=(n, 32, 32, 3)) + tint[y][:, None, None, :] * 3 // 4
+    return x.astype(np.uint8), y
+
+
+def _chw_rows(x):
+    return x.transpose(0, 3, 1, 2).reshape(len(x), -1)
+
+
+def write_python_batches(folder, x_train, y_train, x_test, y_test):
+    """cifar-10-batches-py/: data_batch_1..5 and test_batch, pickled dicts with bytes keys."""
+    os.makedirs(folder, exist_ok=True)
+    for i, idx in enumerate(np.array_split(np.arange(len(x_train)), 5), start=1):
+        _dump(os.path.join(folder, f"data_batch_{i}"), x_train[idx], y_train[idx])
+    _dump(os.path.join(folder, "test_batch"), x_test, y_test)
+    return folder
+
+
+def _dump(path, x, y):
+    with open(path, "wb") as f:
+        pickle.dump({b"batch_label": b"synthetic", b"data": _chw_rows(x),
+                     b"labels": [int(v) for v in y]}, f, protocol=2)
+
+
+def write_binary_batches(folder, x_train, y_train, x_test, y_test):
+    """cifar-10-batches-bin/: data_batch_N.bin, test_batch.bin; 1 label byte + 3072 pixels."""
+    os.makedirs(folder, exist_ok=True)
+    for i, idx in enumerate(np.array_split(np.arange(len(x_train)), 5), start=1):
+        _write_bin(os.path.join(folder, f"data_batch_{i}.bin"), x_train[idx], y_train[idx])
+    _write_bin(os.path.join(folder, "test_batch.bin"), x_test, y_test)
+    return folder
+
+
+def _write_bin(path, x, y):
+    rows = np.concatenate([y.astype(np.uint8)[:, None], _chw_rows(x)], axis=1)
+    with open(path, "wb") as f:
+        f.write(rows.tobytes())
+
+
+def write_image_tree(root, x_train, y_train, x_test, y_test, fmt="PNG"):
+    """train/<class>/NNNN.png and test/<class>/NNNN.png, as in the JPEG copy."""
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        for i, (img, label) in enumerate(zip(x, y)):
+            folder = os.path.join(root, split, CLASSES[label])
+            os.makedirs(folder, exist_ok=True)
+            Image.fromarray(img).save(os.path.join(folder, f"{i:04d}.{fmt.lower()}"), format=fmt)
+    return root
+
+
+def tar_folder(folder, archive, arcname):
+    with tarfile.open(archive, "w:gz" if archive.endswith("gz") else "w") as tar:
+        tar.add(folder, arcname=arcname)
+    return archive
+
+
+def png_bytes(img):
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
