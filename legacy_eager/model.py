@@ -1,0 +1,83 @@
+"""DavidNet as in the seed: same classes, names and order.
+
+Deviations from the seed, each needed on TF 2:
+- `tf_keras` (Keras 2) replaces `tf.keras`: Keras 3 variables break the compat.v1
+  MomentumOptimizer ("'Variable' object has no attribute '_unique_id'").
+- `training=` is passed explicitly: `tf.keras.backend.set_learning_phase` is gone.
+- `dropout` is a constructor argument (default the seed's 0.05) so tests can turn it
+  off and compare eager and compiled steps exactly.
+- `logits()` is split out of `call()` so export can serve the network without labels.
+"""
+import math
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+
+def init_pytorch(shape, dtype=tf.float32, partition_info=None):
+    fan = np.prod(shape[:-1])
+    bound = 1 / math.sqrt(fan)
+    return tf.random.uniform(shape, minval=-bound, maxval=bound, dtype=dtype)
+
+
+class ConvBN(tf_keras.Model):
+    def __init__(self, c_out, dropout=0.05):
+        super().__init__()
+        self.conv = tf_keras.layers.Conv2D(filters=c_out, kernel_size=3, padding="SAME",
+                                           kernel_initializer=init_pytorch, use_bias=False)
+        self.bn = tf_keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+        self.drop = tf_keras.layers.Dropout(dropout)
+
+    def call(self, inputs, training=False):
+        return tf.nn.relu(self.bn(self.drop(self.conv(inputs), training=training),
+                                  training=training))
+
+
+class ResBlk(tf_keras.Model):
+    def __init__(self, c_out, pool, res=False, dropout=0.05):
+        super().__init__()
+        self.conv_bn = ConvBN(c_out, dropout)
+        self.pool = pool
+        self.res = res
+        if self.res:
+            self.res1 = ConvBN(c_out, dropout)
+            self.res2 = ConvBN(c_out, dropout)
+
+    def call(self, inputs, training=False):
+        h = self.pool(self.conv_bn(inputs, training=training))
+        if self.res:
+            h = h + self.res2(self.res1(h, training=training), training=training)
+        return h
+
+
+class DavidNet(tf_keras.Model):
+    def __init__(self, c=64, weight=0.125, dropout=0.05):
+        super().__init__()
+        pool = tf_keras.layers.MaxPooling2D()
+        self.init_conv_bn = ConvBN(c, dropout)
+        self.blk1 = ResBlk(c * 2, pool, res=True, dropout=dropout)
+        self.blk2 = ResBlk(c * 4, pool, dropout=dropout)
+        self.blk3 = ResBlk(c * 8, pool, res=True, dropout=dropout)
+        self.pool = tf_keras.layers.GlobalMaxPool2D()
+        self.linear = tf_keras.layers.Dense(10, kernel_initializer=init_pytorch, use_bias=False)
+        self.weight = weight
+
+    def logits(self, x, training=False):
+        h = self.init_conv_bn(x, training=training)
+        h = self.blk3(self.blk2(self.blk1(h, training=training), training=training),
+                      training=training)
+        return self.linear(self.pool(h)) * self.weight
+
+    def call(self, x, y, training=False):
+        h = self.logits(x, training=training)
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(logits=h, labels=y)
+        loss = tf.reduce_sum(ce)
+        correct = tf.reduce_sum(tf.cast(tf.math.equal(tf.argmax(h, axis=1), y), tf.float32))
+        return loss, correct
+
+
+def build(model, batch_shape=(1, 32, 32, 3)):
+    """Create the variables (Keras makes them on the first call)."""
+    model(tf.zeros(batch_shape), tf.zeros(batch_shape[:1], tf.int64), training=False)
+    return model
