@@ -1,0 +1,51 @@
+"""Per-epoch output: one fixed-width row for people, one JSON line for programs.
+
+Both come from the same dict, so they never disagree. Framework-free.
+"""
+import json
+import os
+
+# (key in the epoch record, column header, format). The seed's columns, in its order.
+COLUMNS = (
+    ("epoch", "epoch", "{:>5d}"),
+    ("lr", "lr", "{:>8.4f}"),
+    ("train_loss", "train loss", "{:>10.4f}"),
+    ("train_acc", "train acc", "{:>9.4f}"),
+    ("val_loss", "val loss", "{:>8.4f}"),
+    ("val_acc", "val acc", "{:>7.4f}"),
+    ("elapsed_s", "time", "{:>8.1f}"),
+)
+
+
+def _width(header, fmt):
+    return max(len(header), len(fmt.format(0)))
+
+
+def header_row():
+    return "  ".join(h.rjust(_width(h, f)) for _, h, f in COLUMNS)
+
+
+def format_row(record):
+    return "  ".join(f.format(record[k]).rjust(_width(h, f)) for k, h, f in COLUMNS)
+
+
+class JsonLines:
+    """Appends one JSON object per line and flushes it to disk at once."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def write(self, record):
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_json_atomic(path, obj):
+    """Write JSON beside the target and rename, so a crash never leaves half a file."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)

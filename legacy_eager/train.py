@@ -1,0 +1,107 @@
+"""Train DavidNet with the seed's recipe: `python -m legacy_eager.train [FLAGS]`.
+
+Writes into --out: config.json (at the start), metrics.jsonl (a line per epoch),
+checkpoints/ (model, optimizer, global step; one per epoch, last 3 kept) and
+summary.json (at the end). Flags and data are checked before TensorFlow is imported,
+so a mistake costs a second, not a TensorFlow start-up.
+"""
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+from legacy_eager import data as cifar
+from legacy_eager import report
+from legacy_eager.config import parse_args
+from legacy_eager.errors import UsageError
+
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "checkpoints")
+
+
+def check_out_dir(out):
+    """A new run folder; never one that already holds a run (its results would be mixed)."""
+    out = out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out}: exists and is not a folder")
+    taken = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
+    if taken:
+        raise UsageError(f"--out {out}: already holds a run ({taken[0]}); choose a new --out")
+    return out
+
+
+def make_out_dir(out):
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot create folder ({e.strerror})") from None
+
+
+def load_data(config):
+    """Decoded CIFAR-10 cut to the requested subsets, drawn with --seed."""
+    dataset = cifar.resolve(config.data)
+    rng = np.random.default_rng(config.seed)
+    x_train, y_train = cifar.random_subset(dataset.x_train, dataset.y_train,
+                                           config.train_subset, rng, "--train-subset")
+    x_test, y_test = cifar.random_subset(dataset.x_test, dataset.y_test,
+                                         config.test_subset, rng, "--test-subset")
+    return dataset.source, (x_train, y_train), (x_test, y_test)
+
+
+def run(config, log=print):
+    # Validate everything that needs no TensorFlow first.
+    out = check_out_dir(config.out)
+    source, (x_train, y_train), (x_test, y_test) = load_data(config)
+    make_out_dir(out)
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    from legacy_eager import pipeline
+    from legacy_eager.trainer import Trainer, fit
+
+    tf.random.set_seed(config.seed)
+    len_train, len_test = len(x_train), len(x_test)
+    train_mean, train_std = pipeline.channel_stats(x_train)
+    trainer = Trainer(config, len_train)
+    run_info = {
+        "config": config.to_dict(),
+        "data": {"source": source, "len_train": len_train, "len_test": len_test,
+                 "classes": list(cifar.CLASSES),
+                 # uint8 RGB pixels are fed as (x - mean) / std, per channel.
+                 "normalization": {"mean": train_mean.tolist(), "std": train_std.tolist()}},
+        "batches_per_epoch": trainer.batches_per_epoch,
+        "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
+                     "numpy": np.__version__},
+        "devices": [d.name for d in tf.config.list_logical_devices()],
+    }
+    report.write_json_atomic(os.path.join(out, "config.json"), run_info)
+    log(f"DavidNet width {config.width}, {len_train} train / {len_test} test images from "
+        f"{source}, mode {config.mode}, {config.epochs} epochs; writing {out}")
+
+    train_set = pipeline.seed_train_set(x_train, y_train, train_mean, train_std, config.batch_size)
+    test_set = pipeline.test_set(x_test, y_test, train_mean, train_std, config.batch_size)
+    t = time.time()
+    final = fit(trainer, train_set, test_set, len_train, len_test, out, log=log)
+    summary = dict(run_info, final=final, total_time_s=time.time() - t)
+    report.write_json_atomic(os.path.join(out, "summary.json"), summary)
+    log(f"final val_acc {final['val_acc']:.4f} after {config.epochs} epochs "
+        f"({summary['total_time_s']:.0f} s); run folder {out}")
+    return summary
+
+
+def main(argv=None):
+    try:
+        run(parse_args(argv))
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

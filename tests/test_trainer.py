@@ -1,0 +1,107 @@
+"""The training step in both modes: equal weights, learning, global step, checkpoints."""
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from legacy_eager.config import Config
+from legacy_eager.model import DavidNet, build
+from legacy_eager.trainer import Trainer
+from tests import synthetic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = Config(epochs=2, batch_size=16, width=4, lr=0.4, dropout=0.0)
+
+
+def _batches(n_batches, batch_size, seed=0):
+    x, y = synthetic.make_arrays(n_batches * batch_size, seed)
+    x = (x.astype(np.float32) - 128) / 64
+    return [(tf.constant(x[i:i + batch_size]), tf.constant(y[i:i + batch_size]))
+            for i in range(0, len(x), batch_size)]
+
+
+def _trainer(config, len_train, weights=None):
+    model = build(DavidNet(c=config.width, dropout=config.dropout))
+    if weights is not None:
+        model.set_weights(weights)
+    return Trainer(config, len_train, model=model)
+
+
+@pytest.mark.parametrize("wd_loop", ["intended", "seed"])
+def test_eager_and_function_steps_are_bit_identical(wd_loop):
+    """With oneDNN's reordered float32 kernels off, the tf.function step and the seed's
+    eager step give exactly the same losses, weights, BatchNorm statistics and momentum
+    slots after 5 steps. (With oneDNN on, each mode runs different kernels and they
+    agree to float32 round-off.) A subprocess, because the switch must precede TF."""
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", PYTHONPATH=ROOT)
+    done = subprocess.run([sys.executable, "-m", "tests.equivalence_run", wd_loop], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    diffs = json.loads(done.stdout.strip().splitlines()[-1])
+    assert diffs["global_step"] == [5, 5]
+    assert diffs["moved"] > 1e-3  # the runs really trained
+    for kind in ("loss", "weights", "bn_statistics", "momentum_slots"):
+        assert diffs[kind] == 0, diffs
+
+
+def test_seed_loop_and_intended_loop_differ_by_weight_decay():
+    batches = _batches(3, TINY.batch_size)
+    init = build(DavidNet(c=TINY.width, dropout=0.0)).get_weights()
+    final = {}
+    for wd_loop in ("intended", "seed"):
+        trainer = _trainer(dataclasses.replace(TINY, wd_loop=wd_loop, weight_decay=0.05), 48, init)
+        for x, y in batches:
+            trainer.train_step(x, y)
+        final[wd_loop] = trainer.model.get_weights()
+    # Decay pulls weights towards zero; the seed's no-op loop does not.
+    norm = {k: sum(float(np.sum(w ** 2)) for w in v) for k, v in final.items()}
+    assert norm["intended"] < norm["seed"]
+
+
+def test_global_step_counts_batches_and_sets_the_learning_rate():
+    config = dataclasses.replace(TINY, epochs=24)
+    trainer = _trainer(config, 48)
+    assert trainer.batches_per_epoch == 4  # the seed's 48 // 16 + 1
+    x, y = _batches(1, 16)[0]
+    first = trainer.model.get_weights()
+    trainer.train_step(x, y)
+    # Step 0 runs at lr_schedule(0) == 0: the seed's first step changes no weight...
+    for a, b in zip(first, trainer.model.get_weights()):
+        if a.ndim > 1:  # (BatchNorm moving statistics do move)
+            np.testing.assert_array_equal(a, b)
+    for _ in range(6):
+        trainer.train_step(x, y)
+    assert int(trainer.global_step.numpy()) == 7
+    # ...and the next step runs at lr_schedule(global_step / batches_per_epoch) / batch size.
+    assert float(trainer.opt._learning_rate()) == pytest.approx(
+        np.interp(7 / 4, [0, 5, 24], [0, 0.4, 0]) / 16, rel=1e-12)
+
+
+def test_tiny_run_lowers_the_loss():
+    tf.random.set_seed(0)
+    config = dataclasses.replace(TINY, epochs=6, width=8, dropout=0.05)
+    batches = _batches(4, 16, seed=3)
+    trainer = _trainer(config, 64)
+    losses = [trainer.train_epoch(batches)[0] for _ in range(config.epochs)]
+    assert losses[-1] < 0.6 * losses[0], losses  # measured: 142 -> 57
+
+
+def test_checkpoint_restores_model_optimizer_and_step(tmp_path):
+    batches = _batches(2, 16)
+    trainer = _trainer(TINY, 32)
+    for x, y in batches:
+        trainer.train_step(x, y)
+    path = trainer.checkpoint.save(str(tmp_path / "ckpt"))
+
+    fresh = _trainer(TINY, 32)
+    fresh.checkpoint.restore(path)  # slots are restored when the optimizer creates them
+    fresh.train_step(*batches[0])
+    trainer.train_step(*batches[0])
+    assert int(fresh.global_step.numpy()) == 3
+    for a, b in zip(trainer.model.weights, fresh.model.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
