@@ -1,0 +1,110 @@
+"""`python -m legacy_eager.train`: what a run writes, and one-line errors with exit code 2."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from legacy_eager import train
+from tests import synthetic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_FLAGS = ["--width", "4", "--batch-size", "16", "--epochs", "2"]
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "cifar"
+    (x_train, y_train), (x_test, y_test) = synthetic.make_arrays(48, 1), synthetic.make_arrays(20, 2)
+    return synthetic.write_image_tree(str(root), x_train, y_train, x_test, y_test)
+
+
+def _one_line_error(capsys, argv):
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err.strip()
+
+
+def test_run_writes_metrics_summary_config_and_checkpoints(tree, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert train.main(["--data", tree, "--out", out, "--train-subset", "40", *TINY_FLAGS]) == 0
+    printed = capsys.readouterr().out
+    assert "train loss" in printed and "val acc" in printed
+
+    records = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    assert [r["epoch"] for r in records] == [1, 2]
+    for key in ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
+                "epoch_time_s", "elapsed_s", "images_per_s"):
+        assert all(key in r for r in records), key
+    assert records[-1]["global_step"] == 2 * 3  # 40 images in batches of 16: 3 steps an epoch
+
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    assert summary["final"] == records[-1]
+    assert summary["config"]["width"] == 4 and summary["data"]["len_train"] == 40
+    config = json.load(open(os.path.join(out, "config.json")))
+    assert len(config["data"]["normalization"]["mean"]) == 3
+    assert config["batches_per_epoch"] == 40 // 16 + 1
+
+    import tensorflow as tf
+
+    from legacy_eager.model import DavidNet
+    latest = tf.train.latest_checkpoint(os.path.join(out, "checkpoints"))
+    assert latest.endswith("ckpt-2")
+    model = DavidNet(c=4)
+    step = tf.Variable(0, dtype=tf.int64)
+    status = tf.train.Checkpoint(model=model, global_step=step).restore(latest).expect_partial()
+    model.logits(tf.zeros([1, 32, 32, 3]))  # creates the variables, which restore on creation
+    status.assert_existing_objects_matched()
+    assert int(step.numpy()) == 6
+    stored = tf.train.load_checkpoint(latest)
+    key = next(k for k in stored.get_variable_to_shape_map() if k.startswith("model/linear/kernel")
+               and "OPTIMIZER_SLOT" not in k)
+    assert (stored.get_tensor(key) == model.linear.kernel.numpy()).all()
+
+
+def test_existing_run_folder_is_refused_and_kept(tree, tmp_path, capsys):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    err = _one_line_error(capsys, ["--data", tree, "--out", str(out), *TINY_FLAGS])
+    assert f"--out {out}: already holds a run" in err
+    assert (out / "metrics.jsonl").read_text() == '{"epoch": 1}\n'
+
+
+@pytest.mark.parametrize("flag,value", [("--epochs", "0"), ("--batch-size", "-1"),
+                                        ("--width", "0"), ("--lr", "0"), ("--lr", "fast"),
+                                        ("--train-subset", "0"), ("--momentum", "1.5")])
+def test_invalid_flags(capsys, flag, value):
+    assert flag in _one_line_error(capsys, [flag, value])
+
+
+def test_subset_larger_than_the_data(tree, tmp_path, capsys):
+    err = _one_line_error(capsys, ["--data", tree, "--out", str(tmp_path / "r"),
+                                   "--test-subset", "21"])
+    assert "--test-subset 21: larger than the 20 images available" in err
+    assert not (tmp_path / "r").exists()  # nothing made for a run that never started
+
+
+def test_corrupt_image_exits_2_naming_it(tree, tmp_path, capsys):
+    import shutil
+
+    bad_tree = str(tmp_path / "bad")
+    shutil.copytree(tree, bad_tree)
+    bad = os.path.join(bad_tree, "train", "horse", "broken.png")
+    with open(bad, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n garbage")
+    assert bad in _one_line_error(capsys, ["--data", bad_tree])
+
+
+def test_missing_data_fails_fast_in_a_fresh_process(tmp_path):
+    start = time.time()
+    done = subprocess.run([sys.executable, "-m", "legacy_eager.train", "--data", "/nonexistent"],
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: --data /nonexistent: no such file or folder"
+    assert "tensorflow" not in done.stdout
+    assert time.time() - start < 20
