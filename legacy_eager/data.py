@@ -30,7 +30,7 @@ TEST_BATCH = "test_batch"
 LAYOUTS = ("cifar-10-python.tar.gz or cifar-10-batches-py/, "
            "cifar-10-binary.tar.gz or cifar-10-batches-bin/, "
            "or a folder/.tar/.tar.gz with train/<class>/ and test/<class>/ image folders")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 # How deep below --data a layout's files may sit (e.g. root/cifar10/train/cat/1.jpg).
 MAX_DEPTH = 4
 
@@ -41,7 +41,12 @@ class Cifar10:
     y_train: np.ndarray  # int64 [N], index into CLASSES
     x_test: np.ndarray
     y_test: np.ndarray
-    source: str
+    layout: str   # which of the accepted layouts it was read from
+    path: str = ""
+
+    @property
+    def source(self):
+        return f"{self.path} ({self.layout})" if self.path else self.layout
 
 
 class DataError(UsageError):
@@ -175,7 +180,7 @@ class _Collector:
                 x_tr, y_tr = zip(*(found[b] for b in TRAIN_BATCHES))
                 x_te, y_te = found[TEST_BATCH]
                 return Cifar10(np.concatenate(x_tr), np.concatenate(y_tr), x_te, y_te,
-                               source=f"{self.root} (CIFAR-10 {fmt} version)")
+                               layout=f"CIFAR-10 {fmt} version", path=self.root)
         if self.images["train"] or self.images["test"]:
             for split in ("train", "test"):
                 if not self.images[split]:
@@ -183,7 +188,7 @@ class _Collector:
                                     f"{split}/<class>/ images")
             x_tr, y_tr = self._stack("train")
             x_te, y_te = self._stack("test")
-            return Cifar10(x_tr, y_tr, x_te, y_te, source=f"{self.root} (image folders)")
+            return Cifar10(x_tr, y_tr, x_te, y_te, layout="image folders", path=self.root)
         raise DataError(f"--data {self.root}: unrecognised layout; expected {LAYOUTS}")
 
     def _stack(self, split):
@@ -275,7 +280,7 @@ def load_cifar10(path, cache_dir=None):
         try:
             with np.load(cache_file, allow_pickle=False) as z:
                 return Cifar10(z["x_train"], z["y_train"], z["x_test"], z["y_test"],
-                               source=str(z["source"]))
+                               layout=str(z["layout"]), path=path)
         except Exception:
             pass  # a damaged cache entry is rebuilt below
     data = read_cifar10(path)
@@ -283,7 +288,7 @@ def load_cifar10(path, cache_dir=None):
         os.makedirs(cache_dir, exist_ok=True)
         tmp = f"{cache_file}.tmp-{os.getpid()}.npz"
         np.savez(tmp, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test,
-                 y_test=data.y_test, source=np.array(data.source))
+                 y_test=data.y_test, layout=np.array(data.layout))
         os.replace(tmp, cache_file)
     except OSError:
         pass  # an unwritable cache only costs the next run the decode time
@@ -301,7 +306,7 @@ def download_cifar10():
                         f"failed ({type(e).__name__}); pass --data PATH or set CIFAR10_DATA "
                         f"to one of: {LAYOUTS}") from None
     return Cifar10(x_train, y_train.astype("int64").reshape(-1), x_test,
-                   y_test.astype("int64").reshape(-1), source="tf.keras.datasets.cifar10")
+                   y_test.astype("int64").reshape(-1), layout="tf.keras.datasets.cifar10")
 
 
 def resolve(data_flag, cache_dir=None):
