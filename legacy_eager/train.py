@@ -38,6 +38,13 @@ def make_out_dir(out):
         raise UsageError(f"--out {out}: cannot create folder ({e.strerror})") from None
 
 
+def data_path(config):
+    """Absolute path of the data a run reads (None: the keras download), so that export
+    can re-read the same test images from any working folder."""
+    path = config.data or os.environ.get("CIFAR10_DATA")
+    return os.path.abspath(path) if path else None
+
+
 def load_data(config):
     """Decoded CIFAR-10 cut to the requested subsets, drawn with --seed."""
     dataset = cifar.resolve(config.data)
@@ -67,7 +74,8 @@ def run(config, log=print):
     trainer = Trainer(config, len_train)
     run_info = {
         "config": config.to_dict(),
-        "data": {"source": source, "len_train": len_train, "len_test": len_test,
+        "data": {"source": source, "path": data_path(config),
+                 "len_train": len_train, "len_test": len_test,
                  "classes": list(cifar.CLASSES),
                  # uint8 RGB pixels are fed as (x - mean) / std, per channel.
                  "normalization": {"mean": train_mean.tolist(), "std": train_std.tolist()}},
@@ -84,7 +92,7 @@ def run(config, log=print):
     test_set = pipeline.test_set(x_test, y_test, train_mean, train_std, config.batch_size)
     t = time.time()
     final = fit(trainer, train_set, test_set, len_train, len_test, out, log=log)
-    summary = dict(run_info, final=final, total_time_s=time.time() - t)
+    summary = dict(run_info, final=final, total_time_s=time.time() - t, out=out)
     report.write_json_atomic(os.path.join(out, "summary.json"), summary)
     log(f"final val_acc {final['val_acc']:.4f} after {config.epochs} epochs "
         f"({summary['total_time_s']:.0f} s); run folder {out}")
