@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ./run.sh [FLAGS]   train DavidNet (flags: ./run.sh --help)
+# ./run.sh [FLAGS]   train DavidNet, export SavedModel + ONNX, check them (flags: ./run.sh --help)
 # ./run.sh test [PYTEST ARGS]   run the test suite
 # Uses the active virtualenv, else creates .venv/ beside this script, and installs
 # requirements.txt into it unless every pinned version is already there.
@@ -48,4 +48,5 @@ if [[ "${1:-}" == "test" ]]; then
   cd "$ROOT"
   exec "$PY" -m pytest tests "$@"
 fi
-exec "$PY" -m legacy_eager.train "$@"
+# Train, export SavedModel and ONNX (with parity), evaluate the ONNX model.
+exec "$PY" -m export.pipeline "$@"

@@ -1,0 +1,147 @@
+"""Convert a run's SavedModel to ONNX and prove it serves the same predictions.
+
+    python -m export.onnx --run DIR      # writes DIR/model.onnx and DIR/parity.json
+
+Conversion is tf2onnx's own command line (opset 17; the batch dimension stays dynamic).
+The model has one input, `images` uint8 [batch, 32, 32, 3], and two outputs, `logits` and
+`probabilities` float32 [batch, 10]; `metadata_props` carries `class_names`, `mean` and
+`std` (JSON) and a description of the normalisation, which runs inside the graph.
+`onnx.checker` must pass. ONNX Runtime is then compared with the SavedModel on the run's
+own test images: max |logits difference| and top-1 agreement go to parity.json. The new
+model.onnx replaces an old one only when max |diff| <= 1e-4 and agreement is 100%;
+otherwise the exit code is 1 and any earlier model.onnx stays.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from export.atomic import staged_path
+from export.predict import OnnxClassifier, accuracy_report
+from export.savedmodel import SIGNATURE_NAME, export_savedmodel, metadata, read_run
+from legacy_eager.errors import UsageError
+
+OPSET = 17
+MAX_LOGIT_DIFF = 1e-4
+
+
+class ExportFailed(Exception):
+    exit_code = 1
+
+
+def convert(saved_model, output):
+    """tf2onnx's converter in its own process (it configures TF logging and graph state)."""
+    cmd = [sys.executable, "-m", "tf2onnx.convert", "--saved-model", saved_model,
+           "--signature_def", SIGNATURE_NAME, "--tag", "serve", "--opset", str(OPSET),
+           "--output", output]
+    done = subprocess.run(cmd, capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    if done.returncode != 0 or not os.path.isfile(output):
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ExportFailed(f"tf2onnx could not convert {saved_model}: {last}")
+
+
+def finish_model(path, run_info):
+    """Add metadata, check the graph and its interface."""
+    import onnx
+
+    model = onnx.load(path)
+    meta = metadata(run_info)
+    props = {"class_names": json.dumps(meta["class_names"]), "mean": json.dumps(meta["mean"]),
+             "std": json.dumps(meta["std"]), "normalization": meta["normalization"],
+             "input": meta["input"]}
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    model.doc_string = "DavidNet (CIFAR-10) exported by davidnet-tf"
+    onnx.checker.check_model(model)
+    inputs = [(i.name, i.type.tensor_type.elem_type) for i in model.graph.input]
+    if inputs != [("images", onnx.TensorProto.UINT8)]:
+        raise ExportFailed(f"converted model has inputs {inputs}; expected only uint8 'images'")
+    outputs = sorted(o.name for o in model.graph.output)
+    if outputs != ["logits", "probabilities"]:
+        raise ExportFailed(f"converted model has outputs {outputs}; expected logits, probabilities")
+    onnx.save(model, path)
+
+
+def run_test_images(run_info):
+    """The run's own test images (uint8) and labels: same source, same seeded subset."""
+    from legacy_eager.config import Config
+    from legacy_eager.train import load_data
+
+    config = Config(**dict(run_info["config"], data=run_info["data"].get("path")))
+    _, _, (x_test, y_test) = load_data(config)
+    return x_test, y_test
+
+
+def savedmodel_logits(saved_model, images, batch_size=500):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(saved_model)  # keep a reference while its signature runs
+    serve = loaded.signatures[SIGNATURE_NAME]
+    return np.concatenate([serve(images=tf.constant(images[i:i + batch_size]))["logits"].numpy()
+                           for i in range(0, len(images), batch_size)])
+
+
+def parity(onnx_path, saved_model, images, labels, class_names):
+    reference = savedmodel_logits(saved_model, images)
+    logits, _ = OnnxClassifier(onnx_path).run(images)
+    agree = np.argmax(logits, 1) == np.argmax(reference, 1)
+    max_diff = float(np.max(np.abs(logits - reference)))
+    return {
+        "images": int(len(images)), "opset": OPSET,
+        "max_abs_logits_diff": max_diff, "top1_agreement": float(np.mean(agree)),
+        "threshold_max_abs_logits_diff": MAX_LOGIT_DIFF,
+        "passed": bool(max_diff <= MAX_LOGIT_DIFF and agree.all()),
+        "onnx_accuracy": accuracy_report(np.argmax(logits, 1), labels, class_names)["accuracy"],
+        "savedmodel_accuracy": float(np.mean(np.argmax(reference, 1) == labels)),
+    }
+
+
+def export_onnx(run_dir, log=print):
+    """SavedModel (made if missing) -> model.onnx with metadata -> parity.json."""
+    from legacy_eager import report
+
+    run_info, _ = read_run(run_dir)
+    saved_model = os.path.join(run_dir, "saved_model")
+    if not os.path.isdir(saved_model):
+        export_savedmodel(run_dir)
+        log(f"wrote {saved_model}")
+    images, labels = run_test_images(run_info)
+    target = os.path.join(run_dir, "model.onnx")
+    with staged_path(target, is_dir=False) as staged:
+        convert(saved_model, staged)
+        finish_model(staged, run_info)
+        result = parity(staged, saved_model, images, labels, run_info["data"]["classes"])
+        report.write_json_atomic(os.path.join(run_dir, "parity.json"), result)
+        if not result["passed"]:
+            raise ExportFailed(
+                f"ONNX Runtime differs from the SavedModel on {result['images']} test images "
+                f"(max |logits diff| {result['max_abs_logits_diff']:.2e}, top-1 agreement "
+                f"{result['top1_agreement']:.4f}); {run_dir}/parity.json has the figures and "
+                "any earlier model.onnx is kept")
+    log(f"wrote {target}: on {result['images']} test images max |logits diff| "
+        f"{result['max_abs_logits_diff']:.2e}, top-1 agreement {result['top1_agreement']:.4f}, "
+        f"ONNX accuracy {result['onnx_accuracy']:.4f}")
+    return result
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m export.onnx", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, metavar="DIR", help="run folder from legacy_eager.train")
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        export_onnx(args.run)
+    except (UsageError, ExportFailed) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

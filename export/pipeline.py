@@ -1,0 +1,47 @@
+"""What ./run.sh runs: train, export the SavedModel, convert to ONNX with the parity
+check, then classify the run's test images with the ONNX model through export.predict's
+code and print that accuracy beside the training's final val_acc.
+
+    python -m export.pipeline [TRAINING FLAGS]     (flags: python -m legacy_eager.train --help)
+
+Exit codes: 0 done; 2 bad flags or data; 1 export failed its checks (the training run and
+its checkpoints are kept either way).
+"""
+import sys
+
+from export.onnx import ExportFailed, export_onnx, run_test_images
+from export.predict import OnnxClassifier, evaluate_arrays
+from export.savedmodel import export_savedmodel, read_run
+from legacy_eager.config import parse_args
+from legacy_eager.errors import UsageError
+from legacy_eager.train import run
+
+MAX_ACCURACY_GAP = 0.001  # 0.1 percentage point
+
+
+def main(argv=None, log=print):
+    try:
+        summary = run(parse_args(argv), log=log)
+        out = summary["out"]
+        log(f"wrote {export_savedmodel(out)}")
+        export_onnx(out, log=log)
+        run_info, _ = read_run(out)
+        images, labels = run_test_images(run_info)
+        onnx_acc = evaluate_arrays(OnnxClassifier(f"{out}/model.onnx"), images, labels)["accuracy"]
+        val_acc = summary["final"]["val_acc"]
+        log(f"accuracy on the {len(labels)} test images: ONNX Runtime {onnx_acc:.4f}, "
+            f"training's final val_acc {val_acc:.4f}")
+        if abs(onnx_acc - val_acc) > MAX_ACCURACY_GAP:
+            raise ExportFailed(f"ONNX accuracy {onnx_acc:.4f} is more than 0.1 point from "
+                               f"val_acc {val_acc:.4f}")
+    except (UsageError, ExportFailed) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

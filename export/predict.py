@@ -1,0 +1,225 @@
+"""Classify images with an exported DavidNet ONNX model (ONNX Runtime, no TensorFlow).
+
+    python -m export.predict MODEL.onnx PATH... [--top-k K] [--json] [--batch-size N]
+    python -m export.predict MODEL.onnx DATA --evaluate [--split test]
+
+PATH is an image file (any format Pillow reads), a folder (searched recursively for
+image files) or a .tar/.tar.gz archive. Images are converted to RGB (grayscale is
+repeated over the channels; an alpha channel is dropped) and, when not 32x32, resized
+to 32x32 with Pillow's bilinear filter, aspect ratio not kept.
+
+--evaluate reads labels from each image's parent folder (a CIFAR-10 class name) and
+prints overall and per-class accuracy; in trees with train/ and test/ folders only the
+--split folder counts. A file that cannot be read gets one line on stderr; the rest are
+still classified, and the exit code is 1 at the end.
+"""
+import argparse
+import json
+import os
+import sys
+import tarfile
+
+import numpy as np
+
+EXIT_UNREADABLE = 1
+EXIT_USAGE = 2
+
+
+class OnnxClassifier:
+    """An ONNX DavidNet export: uint8 [N, 32, 32, 3] images in, logits and probabilities out."""
+
+    def __init__(self, path, threads=0):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # 0: ONNX Runtime's default (all cores)
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        meta = self.session.get_modelmeta().custom_metadata_map
+        names = json.loads(meta["class_names"]) if "class_names" in meta else None
+        self.class_names = names or [str(i) for i in range(10)]
+
+    def run(self, images, batch_size=256):
+        """(logits, probabilities) for uint8 images [N, 32, 32, 3], batch_size at a time."""
+        outs = [self.session.run(["logits", "probabilities"], {"images": images[i:i + batch_size]})
+                for i in range(0, len(images), batch_size)]
+        return (np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs]))
+
+
+def to_model_input(img):
+    """A Pillow image as uint8 [32, 32, 3] RGB: converted, and resized when not 32x32."""
+    from PIL import Image
+
+    img = img.convert("RGB")
+    if img.size != (32, 32):
+        img = img.resize((32, 32), Image.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _decode(raw_or_path):
+    from PIL import Image
+
+    with Image.open(raw_or_path) as img:
+        img.load()
+        return to_model_input(img)
+
+
+def _image_extensions():
+    from PIL import Image
+
+    return {ext.lower() for ext in Image.registered_extensions()}
+
+
+def iter_sources(paths):
+    """Yield (name, opener) for every image in the given files, folders and archives, in
+    order; `opener()` returns something Pillow can open. Missing paths yield a failing opener
+    so that they are reported like unreadable files."""
+    import io
+
+    extensions = _image_extensions()
+    for path in paths:
+        if os.path.isdir(path):
+            for dirpath, dirnames, filenames in os.walk(path):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for name in sorted(filenames):
+                    if not name.startswith(".") and os.path.splitext(name)[1].lower() in extensions:
+                        full = os.path.join(dirpath, name)
+                        yield full, (lambda p=full: p)
+        elif os.path.isfile(path) and tarfile.is_tarfile(path):
+            try:
+                with tarfile.open(path, "r:*") as tar:
+                    for member in tar:
+                        base = os.path.basename(member.name)
+                        if (member.isfile() and not base.startswith(".")
+                                and os.path.splitext(base)[1].lower() in extensions):
+                            raw = tar.extractfile(member).read()
+                            yield f"{path}:{member.name}", (lambda r=raw: io.BytesIO(r))
+            except (tarfile.TarError, EOFError, OSError) as e:
+                yield path, _fail(f"damaged archive ({type(e).__name__})")
+        elif os.path.isfile(path):
+            yield path, (lambda p=path: p)
+        else:
+            yield path, _fail("no such file or folder")
+
+
+def _fail(reason):
+    def opener():
+        raise OSError(reason)
+    return opener
+
+
+def decoded(sources, on_error):
+    """(name, uint8 image) for each readable source; unreadable ones go to on_error."""
+    for name, opener in sources:
+        try:
+            yield name, _decode(opener())
+        except Exception as e:
+            on_error(name, e)
+
+
+def batched(items, size):
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def label_of(name, class_names, split):
+    """Class index from the parent folder, or None when the image does not count."""
+    parts = name.replace(":", "/").replace(os.sep, "/").split("/")
+    if len(parts) < 2 or parts[-2] not in class_names:
+        return None
+    if len(parts) >= 3 and parts[-3] in ("train", "test") and parts[-3] != split:
+        return None
+    return class_names.index(parts[-2])
+
+
+def evaluate_arrays(classifier, images, labels, batch_size=256):
+    """Overall and per-class accuracy of the model on uint8 images with known labels."""
+    logits, _ = classifier.run(images, batch_size)
+    return accuracy_report(np.argmax(logits, axis=1), labels, classifier.class_names)
+
+
+def accuracy_report(predicted, labels, class_names):
+    predicted, labels = np.asarray(predicted), np.asarray(labels)
+    per_class = {}
+    for i, name in enumerate(class_names):
+        mask = labels == i
+        if mask.any():
+            per_class[name] = {"images": int(mask.sum()),
+                               "accuracy": float(np.mean(predicted[mask] == i))}
+    return {"images": int(len(labels)), "accuracy": float(np.mean(predicted == labels)),
+            "per_class": per_class}
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="python -m export.predict", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", metavar="MODEL.onnx")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--top-k", type=int, default=3, help="classes shown per image (default 3)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--batch-size", type=int, default=256, help="images per ONNX Runtime call")
+    p.add_argument("--evaluate", action="store_true", help="accuracy against folder labels")
+    p.add_argument("--split", default="test", choices=("train", "test"),
+                   help="with --evaluate, the split counted in train/ + test/ trees (default test)")
+    return p
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    if args.top_k < 1 or args.batch_size < 1:
+        print("error: --top-k and --batch-size must be positive", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        classifier = OnnxClassifier(args.model)
+    except Exception as e:
+        print(f"error: {args.model}: cannot load ONNX model ({type(e).__name__})", file=sys.stderr)
+        return EXIT_USAGE
+    names = classifier.class_names
+    failures = []
+
+    def on_error(name, e):
+        failures.append(name)
+        print(f"error: {name}: cannot read image ({e})", file=sys.stderr)
+
+    k = min(args.top_k, len(names))
+    predicted, labels = [], []
+    for batch in batched(decoded(iter_sources(args.paths), on_error), args.batch_size):
+        if args.evaluate:
+            batch = [(n, img) for n, img in batch if label_of(n, names, args.split) is not None]
+            if not batch:
+                continue
+        _, probs = classifier.run(np.stack([img for _, img in batch]), args.batch_size)
+        for (name, _), p in zip(batch, probs):
+            if args.evaluate:
+                predicted.append(int(np.argmax(p)))
+                labels.append(label_of(name, names, args.split))
+                continue
+            top = np.argsort(-p)[:k]
+            if args.json:
+                print(json.dumps({"path": name, "top_k": [
+                    {"class": names[i], "probability": round(float(p[i]), 6)} for i in top]}))
+            else:
+                print(f"{name}\t" + "  ".join(f"{names[i]} {p[i]:.3f}" for i in top))
+
+    if args.evaluate:
+        if not labels:
+            print(f"error: no labelled images (<class>/ folders, {args.split}/ split) in "
+                  f"{' '.join(args.paths)}", file=sys.stderr)
+            return EXIT_USAGE
+        report = accuracy_report(predicted, labels, names)
+        if args.json:
+            print(json.dumps(report))
+        else:
+            print(f"accuracy {report['accuracy']:.4f} on {report['images']} images")
+            for cls, r in report["per_class"].items():
+                print(f"  {cls:<10} {r['accuracy']:.4f}  ({r['images']} images)")
+    return EXIT_UNREADABLE if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Export a training run's newest checkpoint as a SavedModel for serving.
+
+    python -m export.savedmodel --run DIR      # writes DIR/saved_model/
+
+Signature `serving_default`:
+    images          uint8   [batch, 32, 32, 3]  RGB pixels, 0..255
+ -> logits          float32 [batch, 10]
+    probabilities   float32 [batch, 10]        softmax of logits
+The training normalisation ((x - mean) / std per RGB channel) runs inside the graph and
+the network runs in inference mode (BatchNorm moving statistics, no dropout). The model
+also carries `class_names` (string [10]), `mean` and `std` (float32 [3]) as variables, and
+the same as JSON in `assets.extra/davidnet.json`. No optimizer state, no device pinning.
+"""
+import argparse
+import json
+import os
+import sys
+
+from export.atomic import staged_path
+from legacy_eager.errors import UsageError
+
+SIGNATURE_NAME = "serving_default"
+
+
+def read_run(run_dir):
+    """The run's config.json and newest checkpoint path, or a one-line error."""
+    config_path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(config_path):
+        raise UsageError(f"--run {run_dir}: no config.json; expected a folder written by "
+                         "legacy_eager.train (./run.sh --out DIR)")
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            run_info = json.load(f)
+        run_info["config"]["width"], run_info["data"]["normalization"]["mean"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"{config_path}: not a run config ({type(e).__name__}: {e})") from None
+    import tensorflow as tf
+
+    checkpoint = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    if checkpoint is None:
+        raise UsageError(f"--run {run_dir}: no checkpoint in {run_dir}/checkpoints/ "
+                         "(the run has not finished an epoch)")
+    return run_info, checkpoint
+
+
+def restore_model(run_info, checkpoint):
+    """A fresh DavidNet of the run's width holding the checkpoint's weights (model only:
+    the optimizer's slots and the global step are left behind)."""
+    import tensorflow as tf
+
+    from legacy_eager.model import DavidNet, build
+
+    model = DavidNet(c=run_info["config"]["width"])
+    status = tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
+    build(model)
+    status.assert_existing_objects_matched()
+    return model
+
+
+def make_serving_module(model, run_info):
+    import tensorflow as tf
+
+    norm = run_info["data"]["normalization"]
+
+    class DavidNetServing(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            self.class_names = tf.Variable(run_info["data"]["classes"], trainable=False)
+            self.mean = tf.Variable(norm["mean"], dtype=tf.float32, trainable=False)
+            self.std = tf.Variable(norm["std"], dtype=tf.float32, trainable=False)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.uint8, name="images")])
+        def serve(self, images):
+            x = (tf.cast(images, tf.float32) - self.mean) / self.std
+            logits = self.model.logits(x, training=False)
+            return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
+
+    return DavidNetServing()
+
+
+def metadata(run_info):
+    norm = run_info["data"]["normalization"]
+    return {"class_names": run_info["data"]["classes"], "mean": norm["mean"], "std": norm["std"],
+            "input": "images: uint8 [batch, 32, 32, 3] RGB",
+            "normalization": "(images - mean) / std per RGB channel, inside the graph",
+            "width": run_info["config"]["width"]}
+
+
+def export_savedmodel(run_dir):
+    """Write RUN/saved_model/ atomically; returns its path."""
+    run_info, checkpoint = read_run(run_dir)
+    import tensorflow as tf
+
+    module = make_serving_module(restore_model(run_info, checkpoint), run_info)
+    target = os.path.join(run_dir, "saved_model")
+    # Keras warns once per sub-model that it cannot serialise its config; the SavedModel
+    # does not need it (it is served through the traced signature).
+    tf.get_logger().setLevel("ERROR")
+    with staged_path(target, is_dir=True) as staged:
+        tf.saved_model.save(module, staged, signatures={SIGNATURE_NAME: module.serve})
+        os.makedirs(os.path.join(staged, "assets.extra"), exist_ok=True)
+        with open(os.path.join(staged, "assets.extra", "davidnet.json"), "w", encoding="utf-8") as f:
+            json.dump(metadata(run_info), f, indent=2)
+    return target
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m export.savedmodel", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, metavar="DIR", help="run folder from legacy_eager.train")
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        print(f"wrote {export_savedmodel(args.run)}")
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

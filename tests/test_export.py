@@ -1,0 +1,259 @@
+"""SavedModel and ONNX export of a tiny trained run, and the TensorFlow-free predict CLI."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from export import onnx as onnx_export
+from export import predict, savedmodel
+from legacy_eager import train
+from legacy_eager.data import CLASSES
+from tests import synthetic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def data_tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "cifar"
+    (x_train, y_train), (x_test, y_test) = synthetic.make_arrays(64, 1), synthetic.make_arrays(30, 2)
+    return synthetic.write_image_tree(str(root), x_train, y_train, x_test, y_test)
+
+
+@pytest.fixture(scope="module")
+def run_dir(data_tree, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("runs") / "tiny")
+    flags = ["--data", data_tree, "--out", out, "--width", "4", "--batch-size", "16", "--epochs", "2"]
+    assert train.main(flags) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir):
+    result = onnx_export.export_onnx(run_dir, log=lambda *_: None)
+    return run_dir, result
+
+
+def _scratch(folder):
+    return [n for n in os.listdir(folder) if ".tmp-" in n or ".old-" in n]
+
+
+def test_onnx_parity_and_interface(exported):
+    import onnx
+
+    run_dir, result = exported
+    assert result["passed"] and result["top1_agreement"] == 1.0
+    assert result["max_abs_logits_diff"] <= 1e-4 and result["images"] == 30
+    assert json.load(open(os.path.join(run_dir, "parity.json"))) == result
+    model = onnx.load(os.path.join(run_dir, "model.onnx"))
+    onnx.checker.check_model(model)
+    (inp,) = model.graph.input
+    assert inp.name == "images" and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_value for d in inp.type.tensor_type.shape.dim][1:] == [32, 32, 3]
+    assert inp.type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(meta["class_names"]) == list(CLASSES)
+    config = json.load(open(os.path.join(run_dir, "config.json")))
+    assert json.loads(meta["mean"]) == config["data"]["normalization"]["mean"]
+    assert _scratch(run_dir) == []
+
+
+def test_onnx_matches_the_trained_network_at_any_batch_size(exported):
+    import tensorflow as tf
+
+    run_dir, _ = exported
+    run_info, checkpoint = savedmodel.read_run(run_dir)
+    model = savedmodel.restore_model(run_info, checkpoint)
+    norm = run_info["data"]["normalization"]
+    images = synthetic.make_arrays(7, seed=9)[0]
+    x = (images.astype(np.float32) - np.float32(norm["mean"])) / np.float32(norm["std"])
+    expected = model.logits(tf.constant(x), training=False).numpy()
+    classifier = predict.OnnxClassifier(os.path.join(run_dir, "model.onnx"))
+    for batch_size in (1, 7):
+        logits, probs = classifier.run(images, batch_size)
+        np.testing.assert_allclose(logits, expected, atol=1e-4)
+        np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
+
+
+def test_savedmodel_serves_in_a_bare_process(exported, tmp_path):
+    run_dir, _ = exported
+    images = synthetic.make_arrays(5, seed=4)[0]
+    np.save(tmp_path / "images.npy", images)
+    script = textwrap.dedent(f"""
+        import json, sys, numpy as np, tensorflow as tf
+        loaded = tf.saved_model.load({os.path.join(run_dir, 'saved_model')!r})
+        serve = loaded.signatures["serving_default"]
+        out = serve(images=tf.constant(np.load("images.npy")))
+        spec = serve.structured_input_signature[1]["images"]
+        print(json.dumps({{"logits": out["logits"].numpy().tolist(),
+                          "probabilities": out["probabilities"].numpy().tolist(),
+                          "input": [spec.dtype.name, spec.shape.as_list()],
+                          "classes": [c.decode() for c in loaded.class_names.numpy()],
+                          "project": sorted(m for m in sys.modules
+                                            if m.split(".")[0] in ("legacy_eager", "export"))}}))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["input"] == ["uint8", [None, 32, 32, 3]]
+    assert out["classes"] == list(CLASSES) and out["project"] == []
+    logits, _ = predict.OnnxClassifier(os.path.join(run_dir, "model.onnx")).run(images)
+    np.testing.assert_allclose(out["logits"], logits, atol=1e-4)
+    np.testing.assert_allclose(np.sum(out["probabilities"], axis=1), 1, atol=1e-5)
+    assert not os.path.exists(os.path.join(run_dir, "saved_model", "variables", "optimizer"))
+
+
+def test_savedmodel_holds_no_optimizer_state(exported):
+    import tensorflow as tf
+
+    run_dir, _ = exported
+    names = [n for n, _ in tf.train.list_variables(os.path.join(run_dir, "saved_model", "variables",
+                                                               "variables"))]
+    assert names and not any("Momentum" in n or "OPTIMIZER_SLOT" in n or "global_step" in n
+                             for n in names)
+
+
+def test_interrupted_export_keeps_the_old_savedmodel(exported, monkeypatch):
+    import tensorflow as tf
+
+    run_dir, _ = exported
+    pb = os.path.join(run_dir, "saved_model", "saved_model.pb")
+    before = open(pb, "rb").read()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tf.saved_model, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        savedmodel.export_savedmodel(run_dir)
+    assert open(pb, "rb").read() == before and _scratch(run_dir) == []
+
+
+def test_reexport_replaces_cleanly(exported):
+    run_dir, _ = exported
+    savedmodel.export_savedmodel(run_dir)
+    assert os.path.isfile(os.path.join(run_dir, "saved_model", "saved_model.pb"))
+    assert _scratch(run_dir) == []
+
+
+def test_failed_parity_keeps_the_earlier_onnx_model(exported, monkeypatch):
+    run_dir, _ = exported
+    model_path = os.path.join(run_dir, "model.onnx")
+    before = open(model_path, "rb").read()
+    monkeypatch.setattr(onnx_export, "MAX_LOGIT_DIFF", -1.0)  # nothing can pass
+    assert onnx_export.main(["--run", run_dir]) == 1
+    assert open(model_path, "rb").read() == before
+    assert json.load(open(os.path.join(run_dir, "parity.json")))["passed"] is False
+    assert _scratch(run_dir) == []
+    monkeypatch.undo()
+    onnx_export.export_onnx(run_dir, log=lambda *_: None)  # restore a passing parity.json
+
+
+def test_export_of_a_folder_that_is_no_run(tmp_path, capsys):
+    assert savedmodel.main(["--run", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --run {tmp_path}: no config.json") and "\n" not in err
+
+
+# ---------------------------------------------------------------- predict
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mixed")
+    imgs = synthetic.make_arrays(4, seed=7)[0]
+    Image.fromarray(imgs[0]).save(folder / "a.png")
+    Image.fromarray(imgs[1]).save(folder / "b.jpg", quality=95)
+    Image.fromarray(imgs[2][..., 0]).save(folder / "gray.png")
+    Image.fromarray(np.dstack([imgs[3], np.full((32, 32), 128, np.uint8)])).save(folder / "rgba.png")
+    (folder / "sub").mkdir()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(folder / "sub" / "odd.bmp")
+    (folder / "sub" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (folder / "notes.txt").write_text("not an image, not listed")
+    return folder
+
+
+def test_predict_folder_with_a_corrupt_file(exported, mixed_folder, capsys):
+    run_dir, _ = exported
+    code = predict.main([os.path.join(run_dir, "model.onnx"), str(mixed_folder), "--top-k", "2"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: {mixed_folder / 'sub' / 'corrupt.jpg'}: cannot read image (")
+    lines = out.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == [
+        str(mixed_folder / n) for n in ("a.png", "b.jpg", "gray.png", "rgba.png", "sub/odd.bmp")]
+    for line in lines:
+        (c1, p1), (c2, p2) = [(x.rsplit(" ", 1)) for x in line.split("\t")[1].split("  ")]
+        assert c1 in CLASSES and c2 in CLASSES and float(p1) >= float(p2)
+
+
+def test_predict_json_matches_the_model(exported, mixed_folder, capsys):
+    run_dir, _ = exported
+    model = os.path.join(run_dir, "model.onnx")
+    assert predict.main([model, str(mixed_folder / "a.png"), "--json", "--top-k", "10"]) == 0
+    (record,) = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    _, probs = predict.OnnxClassifier(model).run(np.asarray(Image.open(mixed_folder / "a.png"))[None])
+    got = {d["class"]: d["probability"] for d in record["top_k"]}
+    assert len(got) == 10
+    for i, name in enumerate(CLASSES):
+        assert got[name] == pytest.approx(probs[0, i], abs=1e-6)
+
+
+def test_conversions_to_rgb_32x32():
+    gray = Image.fromarray(np.arange(1024, dtype=np.uint16).reshape(32, 32).astype(np.uint8))
+    out = predict.to_model_input(gray)
+    assert out.shape == (32, 32, 3) and (out[..., 0] == out[..., 2]).all()
+    assert predict.to_model_input(Image.new("RGBA", (32, 32), (1, 2, 3, 0)))[0, 0].tolist() == [1, 2, 3]
+    assert predict.to_model_input(Image.new("RGB", (100, 7), (9, 8, 7))).shape == (32, 32, 3)
+
+
+def test_evaluate_on_a_labelled_tree_and_its_archive(exported, data_tree, tmp_path, capsys):
+    run_dir, result = exported
+    model = os.path.join(run_dir, "model.onnx")
+    archive = synthetic.tar_folder(data_tree, str(tmp_path / "c.tar.gz"), "cifar")
+    for source in (data_tree, archive):
+        assert predict.main([model, source, "--evaluate", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        # The test split only (30 images), scored like the parity check scored the run.
+        assert report["images"] == 30
+        assert report["accuracy"] == pytest.approx(result["onnx_accuracy"])
+        assert sum(r["images"] for r in report["per_class"].values()) == 30
+    assert predict.main([model, data_tree, "--evaluate", "--split", "train", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["images"] == 64
+
+
+def test_predict_never_imports_tensorflow(exported, mixed_folder):
+    run_dir, _ = exported
+    script = textwrap.dedent(f"""
+        import json, sys
+        from export import predict
+        code = predict.main([{os.path.join(run_dir, 'model.onnx')!r}, {str(mixed_folder)!r}])
+        print(json.dumps({{"code": code, "heavy": sorted(m for m in sys.modules
+                          if m.split(".")[0] in ("tensorflow", "tf_keras", "keras", "tf2onnx"))}}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=ROOT), timeout=120)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"code": 1, "heavy": []}
+
+
+def test_run_sh_main_job_trains_exports_and_evaluates(data_tree, tmp_path):
+    from export import pipeline
+
+    out = str(tmp_path / "run")
+    lines = []
+    flags = ["--data", data_tree, "--out", out, "--width", "4", "--batch-size", "16", "--epochs", "1"]
+    assert pipeline.main(flags, log=lines.append) == 0
+    for name in ("metrics.jsonl", "checkpoints", "saved_model", "model.onnx", "parity.json"):
+        assert os.path.exists(os.path.join(out, name)), name
+    final = json.load(open(os.path.join(out, "summary.json")))["final"]["val_acc"]
+    assert lines[-1] == (f"accuracy on the 30 test images: ONNX Runtime {final:.4f}, "
+                         f"training's final val_acc {final:.4f}")
