@@ -21,15 +21,16 @@ import numpy as np
 
 from export.atomic import staged_path
 from export.predict import OnnxClassifier, accuracy_report
-from export.savedmodel import SIGNATURE_NAME, export_savedmodel, metadata, read_run
-from legacy_eager.errors import UsageError
+from export.savedmodel import (SIGNATURE_NAME, export_savedmodel, metadata, read_run,
+                               run_dir_cli)
+from legacy_eager.errors import UserFacingError
 
 OPSET = 17
 MAX_LOGIT_DIFF = 1e-4
 
 
-class ExportFailed(Exception):
-    exit_code = 1
+class ExportFailed(UserFacingError):
+    """The export ran but its result failed a check (exit code 1)."""
 
 
 def convert(saved_model, output):
@@ -130,17 +131,7 @@ def export_onnx(run_dir, log=print):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m export.onnx", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, metavar="DIR", help="run folder from legacy_eager.train")
-    args = p.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        export_onnx(args.run)
-    except (UsageError, ExportFailed) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    return 0
+    return run_dir_cli("python -m export.onnx", __doc__, export_onnx, argv)
 
 
 if __name__ == "__main__":

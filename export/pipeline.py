@@ -13,34 +13,30 @@ from export.onnx import ExportFailed, export_onnx, run_test_images
 from export.predict import OnnxClassifier, evaluate_arrays
 from export.savedmodel import export_savedmodel, read_run
 from legacy_eager.config import parse_args
-from legacy_eager.errors import UsageError
+from legacy_eager.errors import run_cli
 from legacy_eager.train import run
 
 MAX_ACCURACY_GAP = 0.001  # 0.1 percentage point
 
 
+def train_and_export(argv, log=print):
+    summary = run(parse_args(argv), log=log)
+    out = summary["out"]
+    log(f"wrote {export_savedmodel(out)}")
+    export_onnx(out, log=log)
+    run_info, _ = read_run(out)
+    images, labels = run_test_images(run_info)
+    onnx_acc = evaluate_arrays(OnnxClassifier(f"{out}/model.onnx"), images, labels)["accuracy"]
+    val_acc = summary["final"]["val_acc"]
+    log(f"accuracy on the {len(labels)} test images: ONNX Runtime {onnx_acc:.4f}, "
+        f"training's final val_acc {val_acc:.4f}")
+    if abs(onnx_acc - val_acc) > MAX_ACCURACY_GAP:
+        raise ExportFailed(f"ONNX accuracy {onnx_acc:.4f} is more than 0.1 point from "
+                           f"val_acc {val_acc:.4f}")
+
+
 def main(argv=None, log=print):
-    try:
-        summary = run(parse_args(argv), log=log)
-        out = summary["out"]
-        log(f"wrote {export_savedmodel(out)}")
-        export_onnx(out, log=log)
-        run_info, _ = read_run(out)
-        images, labels = run_test_images(run_info)
-        onnx_acc = evaluate_arrays(OnnxClassifier(f"{out}/model.onnx"), images, labels)["accuracy"]
-        val_acc = summary["final"]["val_acc"]
-        log(f"accuracy on the {len(labels)} test images: ONNX Runtime {onnx_acc:.4f}, "
-            f"training's final val_acc {val_acc:.4f}")
-        if abs(onnx_acc - val_acc) > MAX_ACCURACY_GAP:
-            raise ExportFailed(f"ONNX accuracy {onnx_acc:.4f} is more than 0.1 point from "
-                               f"val_acc {val_acc:.4f}")
-    except (UsageError, ExportFailed) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return run_cli(train_and_export, argv, log)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import os
 import sys
 
 from export.atomic import staged_path
-from legacy_eager.errors import UsageError
+from legacy_eager.errors import UsageError, run_cli
 
 SIGNATURE_NAME = "serving_default"
 
@@ -105,18 +105,19 @@ def export_savedmodel(run_dir):
     return target
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m export.savedmodel", description=__doc__,
+def run_dir_cli(prog, doc, action, argv):
+    """`prog --run DIR`: run action(DIR) with one-line errors."""
+    p = argparse.ArgumentParser(prog=prog, description=doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, metavar="DIR", help="run folder from legacy_eager.train")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        print(f"wrote {export_savedmodel(args.run)}")
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    return 0
+    return run_cli(action, args.run)
+
+
+def main(argv=None):
+    return run_dir_cli("python -m export.savedmodel", __doc__,
+                       lambda run_dir: print(f"wrote {export_savedmodel(run_dir)}"), argv)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import numpy as np
 from legacy_eager import data as cifar
 from legacy_eager import report
 from legacy_eager.config import parse_args
-from legacy_eager.errors import UsageError
+from legacy_eager.errors import UsageError, run_cli
 
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "checkpoints")
 
@@ -100,15 +100,7 @@ def run(config, log=print):
 
 
 def main(argv=None):
-    try:
-        run(parse_args(argv))
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return run_cli(lambda: run(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -26,13 +26,18 @@ def _chw_rows(x):
     return x.transpose(0, 3, 1, 2).reshape(len(x), -1)
 
 
-def write_python_batches(folder, x_train, y_train, x_test, y_test):
-    """cifar-10-batches-py/: data_batch_1..5 and test_batch, pickled dicts with bytes keys."""
+def _write_batches(folder, x_train, y_train, x_test, y_test, write, suffix):
+    """Five training batches and one test batch, as both official versions lay them out."""
     os.makedirs(folder, exist_ok=True)
     for i, idx in enumerate(np.array_split(np.arange(len(x_train)), 5), start=1):
-        _dump(os.path.join(folder, f"data_batch_{i}"), x_train[idx], y_train[idx])
-    _dump(os.path.join(folder, "test_batch"), x_test, y_test)
+        write(os.path.join(folder, f"data_batch_{i}{suffix}"), x_train[idx], y_train[idx])
+    write(os.path.join(folder, f"test_batch{suffix}"), x_test, y_test)
     return folder
+
+
+def write_python_batches(folder, x_train, y_train, x_test, y_test):
+    """cifar-10-batches-py/: pickled dicts with bytes keys, as the official files have."""
+    return _write_batches(folder, x_train, y_train, x_test, y_test, _dump, "")
 
 
 def _dump(path, x, y):
@@ -42,12 +47,8 @@ def _dump(path, x, y):
 
 
 def write_binary_batches(folder, x_train, y_train, x_test, y_test):
-    """cifar-10-batches-bin/: data_batch_N.bin, test_batch.bin; 1 label byte + 3072 pixels."""
-    os.makedirs(folder, exist_ok=True)
-    for i, idx in enumerate(np.array_split(np.arange(len(x_train)), 5), start=1):
-        _write_bin(os.path.join(folder, f"data_batch_{i}.bin"), x_train[idx], y_train[idx])
-    _write_bin(os.path.join(folder, "test_batch.bin"), x_test, y_test)
-    return folder
+    """cifar-10-batches-bin/: records of 1 label byte + 3072 pixel bytes (CHW)."""
+    return _write_batches(folder, x_train, y_train, x_test, y_test, _write_bin, ".bin")
 
 
 def _write_bin(path, x, y):
