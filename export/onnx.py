@@ -10,6 +10,13 @@ The model has one input, `images` uint8 [batch, 32, 32, 3], and two outputs, `lo
 own test images: max |logits difference| and top-1 agreement go to parity.json. The new
 model.onnx replaces an old one only when max |diff| <= 1e-4 and agreement is 100%;
 otherwise the exit code is 1 and any earlier model.onnx stays.
+
+    python -m export.onnx --run DIR --int8  # also DIR/model.int8.onnx
+
+INT8: ONNX Runtime static quantization (QDQ, per-channel int8 weights, uint8 activations,
+MinMax calibration on CALIBRATION_IMAGES of the run's training images). It is kept only
+if, on the run's test images, its top-1 agreement with the float32 model is at least 99%
+and its accuracy at most 0.5 point lower; parity.json records both either way.
 """
 import argparse
 import json
@@ -27,6 +34,9 @@ from legacy_eager.errors import UserFacingError
 
 OPSET = 17
 MAX_LOGIT_DIFF = 1e-4
+CALIBRATION_IMAGES = 1024
+MIN_INT8_AGREEMENT = 0.99
+MAX_INT8_ACCURACY_DROP = 0.005
 
 
 class ExportFailed(UserFacingError):
@@ -68,14 +78,18 @@ def finish_model(path, run_info):
     onnx.save(model, path)
 
 
-def run_test_images(run_info):
-    """The run's own test images (uint8) and labels: same source, same seeded subset."""
+def run_images(run_info):
+    """The run's own (train, test) uint8 images and labels: same source, same seeded subsets."""
     from legacy_eager.config import Config
     from legacy_eager.train import load_data
 
     config = Config(**dict(run_info["config"], data=run_info["data"].get("path")))
-    _, _, (x_test, y_test) = load_data(config)
-    return x_test, y_test
+    _, train, test = load_data(config)
+    return train, test
+
+
+def run_test_images(run_info):
+    return run_images(run_info)[1]
 
 
 def savedmodel_logits(saved_model, images, batch_size=500):
@@ -102,7 +116,65 @@ def parity(onnx_path, saved_model, images, labels, class_names):
     }
 
 
-def export_onnx(run_dir, log=print):
+class _Discard(Exception):
+    pass
+
+
+class _Calibration:
+    """onnxruntime.quantization.CalibrationDataReader over uint8 training images."""
+
+    def __init__(self, images, batch_size=64):
+        self.batches = iter([{"images": images[i:i + batch_size]}
+                             for i in range(0, len(images), batch_size)])
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+def quantize_int8(fp32_path, output, calibration_images):
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = f"{output}.prep.onnx"
+    try:
+        quant_pre_process(fp32_path, prepared, skip_symbolic_shape=True)  # no sympy needed
+        quantize_static(prepared, output, _Calibration(calibration_images),
+                        quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    finally:
+        if os.path.exists(prepared):
+            os.remove(prepared)
+
+
+def export_int8(run_dir, train_images, test_images, test_labels, fp32_accuracy, class_names):
+    """model.int8.onnx if it passes the accuracy bounds; returns its parity record."""
+    rng = np.random.default_rng(0)
+    calib = train_images[np.sort(rng.choice(len(train_images),
+                                            min(CALIBRATION_IMAGES, len(train_images)),
+                                            replace=False))]
+    fp32_pred = np.argmax(OnnxClassifier(os.path.join(run_dir, "model.onnx")).run(test_images)[0], 1)
+    target = os.path.join(run_dir, "model.int8.onnx")
+    try:
+        with staged_path(target, is_dir=False) as staged:
+            quantize_int8(os.path.join(run_dir, "model.onnx"), staged, calib)
+            int8_pred = np.argmax(OnnxClassifier(staged).run(test_images)[0], 1)
+            record = {
+                "calibration_images": int(len(calib)),
+                "top1_agreement_with_fp32": float(np.mean(int8_pred == fp32_pred)),
+                "accuracy": accuracy_report(int8_pred, test_labels, class_names)["accuracy"],
+                "fp32_accuracy": fp32_accuracy,
+            }
+            record["kept"] = bool(record["top1_agreement_with_fp32"] >= MIN_INT8_AGREEMENT and
+                                  fp32_accuracy - record["accuracy"] <= MAX_INT8_ACCURACY_DROP)
+            if not record["kept"]:
+                raise _Discard  # leaves the staged file to be cleaned up, uninstalled
+    except _Discard:
+        if os.path.exists(target):
+            os.remove(target)  # an earlier INT8 model no longer matches this model.onnx
+    return record
+
+
+def export_onnx(run_dir, log=print, int8=False):
     """SavedModel (made if missing) -> model.onnx with metadata -> parity.json."""
     from legacy_eager import report
 
@@ -111,7 +183,7 @@ def export_onnx(run_dir, log=print):
     if not os.path.isdir(saved_model):
         export_savedmodel(run_dir)
         log(f"wrote {saved_model}")
-    images, labels = run_test_images(run_info)
+    (train_images, _), (images, labels) = run_images(run_info)
     target = os.path.join(run_dir, "model.onnx")
     with staged_path(target, is_dir=False) as staged:
         convert(saved_model, staged)
@@ -127,11 +199,22 @@ def export_onnx(run_dir, log=print):
     log(f"wrote {target}: on {result['images']} test images max |logits diff| "
         f"{result['max_abs_logits_diff']:.2e}, top-1 agreement {result['top1_agreement']:.4f}, "
         f"ONNX accuracy {result['onnx_accuracy']:.4f}")
+    if int8:
+        result["int8"] = export_int8(run_dir, train_images, images, labels,
+                                     result["onnx_accuracy"], run_info["data"]["classes"])
+        report.write_json_atomic(os.path.join(run_dir, "parity.json"), result)
+        r = result["int8"]
+        verdict = (f"wrote {run_dir}/model.int8.onnx" if r["kept"] else
+                   "INT8 model discarded (outside the bounds: agreement >= 99%, "
+                   "accuracy drop <= 0.5 point)")
+        log(f"{verdict}: top-1 agreement with fp32 {r['top1_agreement_with_fp32']:.4f}, "
+            f"accuracy {r['accuracy']:.4f} (fp32 {r['fp32_accuracy']:.4f})")
     return result
 
 
 def main(argv=None):
-    return run_dir_cli("python -m export.onnx", __doc__, export_onnx, argv)
+    flags = [("--int8", {"action": "store_true", "help": "also write model.int8.onnx"})]
+    return run_dir_cli("python -m export.onnx", __doc__, export_onnx, argv, flags)
 
 
 if __name__ == "__main__":

@@ -105,14 +105,17 @@ def export_savedmodel(run_dir):
     return target
 
 
-def run_dir_cli(prog, doc, action, argv):
-    """`prog --run DIR`: run action(DIR) with one-line errors."""
+def run_dir_cli(prog, doc, action, argv, flags=()):
+    """`prog --run DIR [FLAGS]`: action(DIR, **flags) with one-line errors."""
     p = argparse.ArgumentParser(prog=prog, description=doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, metavar="DIR", help="run folder from legacy_eager.train")
-    args = p.parse_args(argv)
+    for name, kwargs in flags:
+        p.add_argument(name, **kwargs)
+    args = vars(p.parse_args(argv))
+    run_dir = args.pop("run")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return run_cli(action, args.run)
+    return run_cli(lambda: action(run_dir, **args))
 
 
 def main(argv=None):

@@ -14,7 +14,9 @@ class Config:
     momentum: float = 0.9       # Nesterov
     weight_decay: float = 5e-4  # per example; the loop adds v * weight_decay * batch_size to the summed-loss gradient
     width: int = 64             # channels of the first layer (c); the blocks use 2c, 4c, 8c
-    mode: str = "function"      # eager: the seed's loop as written; function: the same step in tf.function
+    mode: str = "function"      # eager: the seed's loop as written; function: the same step in tf.function; xla: compiled by XLA
+    pipeline: str = "fast"      # seed: the seed's tf.data chain; fast: uint8, whole-batch augmentation
+    precision: str = "fp32"     # fp32, mixed_float16 (with dynamic loss scaling) or mixed_bfloat16
     wd_loop: str = "intended"   # intended: apply the decay; seed: the seed's no-op loop
     data: str | None = None
     train_subset: int | None = None
@@ -73,9 +75,16 @@ def parser():
     p.add_argument("--width", type=_positive(int, "integer"), default=d.width,
                    help="channels of the first layer; 64 is the blog's, 16 trains ~10x faster "
                         "(default %(default)s)")
-    p.add_argument("--mode", choices=("eager", "function"), default=d.mode,
+    p.add_argument("--mode", choices=("eager", "function", "xla"), default=d.mode,
                    help="eager: the seed's loop as written; function: the same step in "
-                        "tf.function (default %(default)s)")
+                        "tf.function; xla: tf.function(jit_compile=True) (default %(default)s)")
+    p.add_argument("--pipeline", choices=("seed", "fast"), default=d.pipeline,
+                   help="seed: the seed's tf.data chain; fast: uint8 images, whole-batch "
+                        "crop/flip/normalise in one compiled gather (default %(default)s)")
+    p.add_argument("--precision", choices=("fp32", "mixed_float16", "mixed_bfloat16"),
+                   default=d.precision,
+                   help="compute precision; variables and exports stay float32; float16 "
+                        "uses dynamic loss scaling (default %(default)s)")
     p.add_argument("--wd-loop", choices=("intended", "seed"), default=d.wd_loop,
                    help="intended: apply weight decay; seed: the seed's loop, which changes "
                         "nothing (default %(default)s)")

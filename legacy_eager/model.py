@@ -7,6 +7,8 @@ Deviations from the seed, each needed on TF 2:
 - `dropout` is a constructor argument (default the seed's 0.05) so tests can turn it
   off and compare eager and compiled steps exactly.
 - `logits()` is split out of `call()` so export can serve the network without labels.
+- `dtype` takes a Keras mixed-precision policy name ("mixed_float16", "mixed_bfloat16"):
+  layers compute in half precision, variables stay float32, logits come back float32.
 """
 import math
 
@@ -22,12 +24,13 @@ def init_pytorch(shape, dtype=tf.float32, partition_info=None):
 
 
 class ConvBN(tf_keras.Model):
-    def __init__(self, c_out, dropout=0.05):
-        super().__init__()
+    def __init__(self, c_out, dropout=0.05, dtype=None):
+        super().__init__(dtype=dtype)
         self.conv = tf_keras.layers.Conv2D(filters=c_out, kernel_size=3, padding="SAME",
-                                           kernel_initializer=init_pytorch, use_bias=False)
-        self.bn = tf_keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
-        self.drop = tf_keras.layers.Dropout(dropout)
+                                           kernel_initializer=init_pytorch, use_bias=False,
+                                           dtype=dtype)
+        self.bn = tf_keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, dtype=dtype)
+        self.drop = tf_keras.layers.Dropout(dropout, dtype=dtype)
 
     def call(self, inputs, training=False):
         return tf.nn.relu(self.bn(self.drop(self.conv(inputs), training=training),
@@ -35,14 +38,14 @@ class ConvBN(tf_keras.Model):
 
 
 class ResBlk(tf_keras.Model):
-    def __init__(self, c_out, pool, res=False, dropout=0.05):
-        super().__init__()
-        self.conv_bn = ConvBN(c_out, dropout)
+    def __init__(self, c_out, pool, res=False, dropout=0.05, dtype=None):
+        super().__init__(dtype=dtype)
+        self.conv_bn = ConvBN(c_out, dropout, dtype)
         self.pool = pool
         self.res = res
         if self.res:
-            self.res1 = ConvBN(c_out, dropout)
-            self.res2 = ConvBN(c_out, dropout)
+            self.res1 = ConvBN(c_out, dropout, dtype)
+            self.res2 = ConvBN(c_out, dropout, dtype)
 
     def call(self, inputs, training=False):
         h = self.pool(self.conv_bn(inputs, training=training))
@@ -52,22 +55,24 @@ class ResBlk(tf_keras.Model):
 
 
 class DavidNet(tf_keras.Model):
-    def __init__(self, c=64, weight=0.125, dropout=0.05):
-        super().__init__()
-        pool = tf_keras.layers.MaxPooling2D()
-        self.init_conv_bn = ConvBN(c, dropout)
-        self.blk1 = ResBlk(c * 2, pool, res=True, dropout=dropout)
-        self.blk2 = ResBlk(c * 4, pool, dropout=dropout)
-        self.blk3 = ResBlk(c * 8, pool, res=True, dropout=dropout)
-        self.pool = tf_keras.layers.GlobalMaxPool2D()
-        self.linear = tf_keras.layers.Dense(10, kernel_initializer=init_pytorch, use_bias=False)
+    def __init__(self, c=64, weight=0.125, dropout=0.05, dtype=None):
+        super().__init__(dtype=dtype)
+        pool = tf_keras.layers.MaxPooling2D(dtype=dtype)
+        self.init_conv_bn = ConvBN(c, dropout, dtype)
+        self.blk1 = ResBlk(c * 2, pool, res=True, dropout=dropout, dtype=dtype)
+        self.blk2 = ResBlk(c * 4, pool, dropout=dropout, dtype=dtype)
+        self.blk3 = ResBlk(c * 8, pool, res=True, dropout=dropout, dtype=dtype)
+        self.pool = tf_keras.layers.GlobalMaxPool2D(dtype=dtype)
+        self.linear = tf_keras.layers.Dense(10, kernel_initializer=init_pytorch, use_bias=False,
+                                            dtype=dtype)
         self.weight = weight
 
     def logits(self, x, training=False):
         h = self.init_conv_bn(x, training=training)
         h = self.blk3(self.blk2(self.blk1(h, training=training), training=training),
                       training=training)
-        return self.linear(self.pool(h)) * self.weight
+        # float32 whatever the compute precision: the loss and softmax need the range.
+        return tf.cast(self.linear(self.pool(h)) * self.weight, tf.float32)
 
     def call(self, x, y, training=False):
         h = self.logits(x, training=training)

@@ -10,10 +10,12 @@ def lr_schedule_tf(t, epochs, learning_rate):
     """`lr_schedule` in TF ops, for `tf.function`, where np.interp cannot take a symbolic
     tensor. Same formula as np.interp: the last knot xp[j] <= t, then
     fp[j] + slope * (t - xp[j]), clamped to the end values outside the knots."""
-    xp, fp = (tf.constant(v, tf.float64) for v in schedule_knots(epochs, learning_rate))
+    knots, values = schedule_knots(epochs, learning_rate)
+    xp, fp = tf.constant(knots, tf.float64), tf.constant(values, tf.float64)
     t = tf.cast(t, tf.float64)
-    n = len(schedule_knots(epochs, learning_rate)[0])
-    j = tf.clip_by_value(tf.searchsorted(xp, tf.reshape(t, [1]), side="right")[0] - 1, 0, n - 2)
+    # Index of the last knot <= t (a count, which XLA compiles; searchsorted it does not).
+    j = tf.reduce_sum(tf.cast(xp <= t, tf.int32)) - 1
+    j = tf.clip_by_value(j, 0, len(knots) - 2)
     slope = tf.math.divide_no_nan(fp[j + 1] - fp[j], xp[j + 1] - xp[j])
     inside = fp[j] + slope * (t - xp[j])
     return tf.where(t < xp[0], fp[0], tf.where(t >= xp[-1], fp[-1], inside))

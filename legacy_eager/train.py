@@ -86,10 +86,14 @@ def run(config, log=print):
     }
     report.write_json_atomic(os.path.join(out, "config.json"), run_info)
     log(f"DavidNet width {config.width}, {len_train} train / {len_test} test images from "
-        f"{source}, mode {config.mode}, {config.epochs} epochs; writing {out}")
+        f"{source}, mode {config.mode}, {config.pipeline} pipeline, {config.precision}, "
+        f"{config.epochs} epochs; writing {out}")
 
-    train_set = pipeline.seed_train_set(x_train, y_train, train_mean, train_std, config.batch_size)
-    test_set = pipeline.test_set(x_test, y_test, train_mean, train_std, config.batch_size)
+    make_train_set, make_test_set = pipeline.PIPELINES[config.pipeline]
+    train_set = make_train_set(x_train, y_train, train_mean, train_std, config.batch_size,
+                               seed=config.seed)
+    test_set = make_test_set(x_test, y_test, train_mean, train_std, config.batch_size)
+    del x_train, x_test  # each pipeline holds its own copy; these would double the memory
     t = time.time()
     final = fit(trainer, train_set, test_set, len_train, len_test, out, log=log)
     summary = dict(run_info, final=final, total_time_s=time.time() - t, out=out)

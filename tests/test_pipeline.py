@@ -56,3 +56,92 @@ def test_test_set_is_normalized_and_not_augmented():
     np.testing.assert_array_equal(np.concatenate([bx for bx, _ in got]),
                                   ((x - mean) / std).astype(np.float32))
     np.testing.assert_array_equal(np.concatenate([by for _, by in got]), y)
+
+
+# ---------------------------------------------------------------- fast pipeline
+
+def _coded_images(n):
+    """Images whose pixels name their own position: channel 0 = row, 1 = column."""
+    rows, cols = np.meshgrid(np.arange(32), np.arange(32), indexing="ij")
+    img = np.stack([rows, cols, rows * 32 + cols], axis=-1).astype(np.int32)
+    return np.repeat(img[None], n, axis=0)
+
+
+def _padded_reference():
+    return pipeline.pad4(_coded_images(1))[0]
+
+
+def _recover(out, padded):
+    """(dy, dx, flipped) of each output crop, after checking it is exactly that crop."""
+    found = []
+    for img in out:
+        flipped = bool(img[0, 0, 1] > img[0, -1, 1]) or (
+            img[0, 0, 1] == img[0, -1, 1] and img[0, 1, 1] > img[0, 2, 1])
+        unflipped = img[:, ::-1] if flipped else img
+        hits = [(r, c) for r in range(9) for c in range(9)
+                if np.array_equal(padded[r:r + 32, c:c + 32], unflipped)]
+        assert hits, "not a crop of the padded image"
+        found.append((hits[0][0], hits[0][1], flipped))
+    return np.array(found)
+
+
+def _assert_uniform_independent(draws):
+    n = len(draws)
+    dy, dx, flip = draws[:, 0], draws[:, 1], draws[:, 2].astype(float)
+    counts = np.bincount(dy * 9 + dx, minlength=81)
+    expected = n / 81
+    chi2 = np.sum((counts - expected) ** 2 / expected)
+    assert chi2 < 140, chi2  # 80 degrees of freedom: mean 80, sd 12.6
+    assert abs(flip.mean() - 0.5) < 0.04
+    for a, b in ((dy, dx), (dy, flip), (dx, flip)):
+        assert abs(np.corrcoef(a, b)[0, 1]) < 0.08
+
+
+def test_fast_and_seed_augmentation_draw_the_same_distribution():
+    n = 1500
+    padded = _padded_reference()
+    tf.random.set_seed(0)
+    seed_out = np.stack([pipeline.data_aug(tf.constant(padded), 0)[0].numpy() for _ in range(n)])
+    fast_out = pipeline.random_crop_flip(tf.constant(_coded_images(n)), tf.constant([0, 1])).numpy()
+    for out in (seed_out, fast_out):
+        _assert_uniform_independent(_recover(out, padded))
+
+
+def test_reflect_table_matches_np_pad():
+    padded = pipeline.pad4(np.arange(32)[None, :, None, None])[0, :, 0, 0]
+    np.testing.assert_array_equal(pipeline.REFLECT_40, padded)
+
+
+def test_fast_batches_cover_the_data_and_reshuffle():
+    x, y = synthetic.make_arrays(40)
+    mean, std = pipeline.channel_stats(x)
+    train = pipeline.fast_train_set(x, y, mean, std, batch_size=16, seed=3)
+    epochs = [[(bx.numpy(), by.numpy()) for bx, by in train] for _ in range(2)]
+    for batches in epochs:
+        assert [len(by) for _, by in batches] == [16, 16, 8]
+        np.testing.assert_array_equal(np.sort(np.concatenate([by for _, by in batches])), np.sort(y))
+        assert batches[0][0].dtype == np.float32 and batches[0][0].shape[1:] == (32, 32, 3)
+    orders = [np.concatenate([by for _, by in b]) for b in epochs]
+    assert not np.array_equal(orders[0], orders[1])
+    # Stateless: the same seed replays the same batches.
+    again = [(bx.numpy(), by.numpy()) for bx, by in
+             pipeline.fast_train_set(x, y, mean, std, batch_size=16, seed=3)]
+    for (a, b), (c, d) in zip(epochs[0], again):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, d)
+
+
+def test_fast_test_set_normalizes_like_the_seed():
+    x, y = synthetic.make_arrays(20)
+    mean, std = pipeline.channel_stats(x)
+    got = [(bx.numpy(), by.numpy()) for bx, by in pipeline.fast_test_set(x, y, mean, std, 8)]
+    np.testing.assert_allclose(np.concatenate([bx for bx, _ in got]),
+                               pipeline.normalize(x, mean, std), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(np.concatenate([by for _, by in got]), y)
+
+
+def test_channel_stats_equal_numpy():
+    x, _ = synthetic.make_arrays(50)
+    mean, std = pipeline.channel_stats(x, chunk=7)
+    np.testing.assert_allclose(mean, np.mean(x, axis=(0, 1, 2)), rtol=1e-12)
+    np.testing.assert_allclose(std, np.std(x, axis=(0, 1, 2)), rtol=1e-12)

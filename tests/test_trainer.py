@@ -26,7 +26,7 @@ def _batches(n_batches, batch_size, seed=0):
 
 
 def _trainer(config, len_train, weights=None):
-    model = build(DavidNet(c=config.width, dropout=config.dropout))
+    model = build(DavidNet(c=config.width, dropout=config.dropout))  # fp32
     if weights is not None:
         model.set_weights(weights)
     return Trainer(config, len_train, model=model)
@@ -105,3 +105,48 @@ def test_checkpoint_restores_model_optimizer_and_step(tmp_path):
     assert int(fresh.global_step.numpy()) == 3
     for a, b in zip(trainer.model.weights, fresh.model.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_xla_step_matches_the_function_step():
+    batches = _batches(3, TINY.batch_size)
+    init = build(DavidNet(c=TINY.width, dropout=0.0)).get_weights()
+    final = {}
+    for mode in ("function", "xla"):
+        trainer = _trainer(dataclasses.replace(TINY, mode=mode), 48, init)
+        for x, y in batches:
+            trainer.train_step(x, y)
+        assert int(trainer.global_step.numpy()) == 3
+        final[mode] = trainer.model.get_weights()
+    for a, b in zip(final["function"], final["xla"]):
+        assert np.max(np.abs(a - b)) <= 1e-3 * max(np.max(np.abs(a)), 1e-3)
+
+
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_learns_and_keeps_float32_weights(precision):
+    tf.random.set_seed(0)
+    config = dataclasses.replace(TINY, epochs=6, width=8, precision=precision)
+    trainer = Trainer(config, 64)
+    batches = _batches(4, 16, seed=3)
+    losses = [trainer.train_epoch(batches)[0] for _ in range(config.epochs)]
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert all(v.dtype == tf.float32 for v in trainer.model.weights)
+    assert all(np.isfinite(v.numpy()).all() for v in trainer.model.weights)
+    assert trainer.model.init_conv_bn.conv.compute_dtype == precision.split("_")[1]
+
+
+def test_float16_overflow_skips_the_step_and_halves_the_scale():
+    config = dataclasses.replace(TINY, precision="mixed_float16")
+    trainer = Trainer(config, 48)
+    x, y = _batches(1, 16)[0]
+    trainer.train_step(x, y)
+    assert int(trainer.global_step.numpy()) == 1
+    before = [v.numpy().copy() for v in trainer.model.trainable_variables]
+    trainer.loss_scale.scale.assign(3e38)  # scaled float16 gradients overflow
+    trainer.train_step(x, y)
+    assert int(trainer.global_step.numpy()) == 1  # skipped: no update, no step
+    for a, v in zip(before, trainer.model.trainable_variables):
+        np.testing.assert_array_equal(a, v.numpy())
+    assert float(trainer.loss_scale.scale.numpy()) == pytest.approx(1.5e38, rel=1e-6)
+    trainer.loss_scale.scale.assign(2.0 ** 10)
+    trainer.train_step(x, y)
+    assert int(trainer.global_step.numpy()) == 2

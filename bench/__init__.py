@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench [--quick]`. Prints a table and one JSON object."""

@@ -1,0 +1,243 @@
+"""Benchmarks of the training and serving paths, measured in one run on this machine.
+
+    python -m bench [--quick] [--json-only]
+
+1. input pipeline: images/s over a full 50,000-image epoch (synthetic uint8 data of the
+   real shape), the seed's tf.data chain (rebuilt each epoch, as the seed does) vs fast;
+2. train step at width 64: images/s for eager, function and xla (the first step, which
+   traces and compiles, is not timed), this machine's float32 matmul GFLOP/s, and each
+   mode's achieved GFLOP/s as a fraction of it (FLOPs counted from layer shapes:
+   bench/flops.py);
+3. inference of a width-64 export: batch 256 (images/s) and batch 1 (median ms) for the
+   TF SavedModel, ONNX Runtime fp32 and ONNX Runtime INT8;
+4. peak RSS of a training process holding all 50,000 images, for both pipelines.
+--quick (under 3 minutes) times batch-128 train steps and fewer repetitions.
+Every figure is from this run; ratios compare figures from this run only.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from bench import flops  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _synthetic(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8),
+            (np.arange(n) % 10).astype(np.int64))
+
+
+def bench_pipelines(epochs):
+    from legacy_eager import pipeline
+
+    x, y = _synthetic(50000)
+    mean, std = pipeline.channel_stats(x)
+    padded = pipeline.normalize(pipeline.pad4(x), mean, std)  # the seed does this once
+
+    def seed_epoch():  # the seed rebuilds its chain every epoch
+        import tensorflow as tf
+        ds = (tf.data.Dataset.from_tensor_slices((padded, y)).map(pipeline.data_aug)
+              .shuffle(len(x)).batch(512).prefetch(1))
+        return sum(int(b.shape[0]) for b, _ in ds)
+
+    fast = pipeline.fast_train_set(x, y, mean, std, 512)
+
+    def fast_epoch():
+        return sum(int(b.shape[0]) for b, _ in fast)
+
+    result = {}
+    for name, epoch in (("seed", seed_epoch), ("fast", fast_epoch)):
+        epoch()  # warm-up: traces, compiles, fills caches
+        t = time.perf_counter()
+        n = sum(epoch() for _ in range(epochs))
+        result[name] = n / (time.perf_counter() - t)
+    result["fast_over_seed"] = result["fast"] / result["seed"]
+    return result
+
+
+def matmul_gflops(n=4096, reps=4):
+    import tensorflow as tf
+
+    a, b = tf.random.normal([n, n]), tf.random.normal([n, n])
+    tf.matmul(a, b).numpy()
+    t = time.perf_counter()
+    for _ in range(reps):
+        c = tf.matmul(a, b)
+    c.numpy()
+    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def bench_train_steps(batch_size, steps, width=64):
+    import tensorflow as tf
+
+    from legacy_eager.config import Config
+    from legacy_eager.trainer import Trainer
+
+    x = tf.random.normal([batch_size, 32, 32, 3])
+    y = tf.constant(np.arange(batch_size) % 10, tf.int64)
+    peak = matmul_gflops()
+    per_image = flops.train_flops(width)
+    result = {"width": width, "batch_size": batch_size, "timed_steps": steps,
+              "matmul_gflops": peak, "train_gflop_per_image": per_image / 1e9,
+              "threads": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()}
+    for mode in ("eager", "function", "xla"):
+        trainer = Trainer(Config(width=width, batch_size=batch_size, mode=mode), 50000)
+        trainer.train_step(x, y)[0].numpy()  # trace / compile, not timed
+        t = time.perf_counter()
+        for _ in range(steps):
+            loss, _ = trainer.train_step(x, y)
+        loss.numpy()
+        rate = batch_size * steps / (time.perf_counter() - t)
+        result[mode] = {"images_per_s": rate, "gflops": rate * per_image / 1e9,
+                        "fraction_of_matmul": rate * per_image / 1e9 / peak}
+    return result
+
+
+def _make_export(folder, width=64):
+    """A width-64 run folder (untrained weights: speed does not depend on them), exported."""
+    import tensorflow as tf
+
+    from export.onnx import convert, finish_model, quantize_int8
+    from export.savedmodel import export_savedmodel
+    from legacy_eager.data import CLASSES
+    from legacy_eager.model import DavidNet, build
+    from legacy_eager.report import write_json_atomic
+
+    model = build(DavidNet(c=width))
+    x, _ = _synthetic(1024, seed=1)
+    mean, std = x.mean(axis=(0, 1, 2)), x.std(axis=(0, 1, 2))
+    run_info = {"config": {"width": width},
+                "data": {"classes": list(CLASSES),
+                         "normalization": {"mean": mean.tolist(), "std": std.tolist()}}}
+    write_json_atomic(os.path.join(folder, "config.json"), run_info)
+    tf.train.Checkpoint(model=model).save(os.path.join(folder, "checkpoints", "ckpt"))
+    saved_model = export_savedmodel(folder)
+    fp32 = os.path.join(folder, "model.onnx")
+    convert(saved_model, fp32)
+    finish_model(fp32, run_info)
+    int8 = os.path.join(folder, "model.int8.onnx")
+    quantize_int8(fp32, int8, x)
+    return saved_model, fp32, int8
+
+
+def _time_runner(run, big, reps_big, reps_one):
+    one = big[:1]
+    run(big)
+    run(one)
+    t = time.perf_counter()
+    for _ in range(reps_big):
+        run(big)
+    throughput = len(big) * reps_big / (time.perf_counter() - t)
+    latencies = []
+    for _ in range(reps_one):
+        t = time.perf_counter()
+        run(one)
+        latencies.append((time.perf_counter() - t) * 1000)
+    return {"batch256_images_per_s": throughput, "batch1_p50_ms": float(np.median(latencies))}
+
+
+def bench_inference(reps_big, reps_one):
+    import tensorflow as tf
+
+    from export.predict import OnnxClassifier
+
+    big, _ = _synthetic(256, seed=2)
+    with tempfile.TemporaryDirectory() as folder:
+        saved_model, fp32, int8 = _make_export(folder)
+        loaded = tf.saved_model.load(saved_model)
+        serve = loaded.signatures["serving_default"]
+        threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
+        result = {"tf_savedmodel": dict(_time_runner(
+            lambda b: serve(images=tf.constant(b))["logits"].numpy(), big, reps_big, reps_one),
+            threads=threads)}
+        for name, path in (("onnxruntime_fp32", fp32), ("onnxruntime_int8", int8)):
+            clf = OnnxClassifier(path)
+            result[name] = dict(_time_runner(lambda b: clf.run(b, 256), big, reps_big, reps_one),
+                                threads=clf.session.get_session_options().intra_op_num_threads
+                                or os.cpu_count())
+    fp32_r, tf_r, int8_r = result["onnxruntime_fp32"], result["tf_savedmodel"], result["onnxruntime_int8"]
+    result["ratios"] = {
+        "ort_fp32_over_tf_batch1": tf_r["batch1_p50_ms"] / fp32_r["batch1_p50_ms"],
+        "ort_fp32_over_tf_batch256": fp32_r["batch256_images_per_s"] / tf_r["batch256_images_per_s"],
+        "int8_over_fp32_batch256": int8_r["batch256_images_per_s"] / fp32_r["batch256_images_per_s"],
+    }
+    return result
+
+
+def bench_rss(steps, width=16):
+    result = {"width": width, "steps": steps}
+    for name in ("seed", "fast"):
+        done = subprocess.run([sys.executable, "-m", "bench.rss_child", name, str(width), str(steps)],
+                              cwd=ROOT, capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONPATH=ROOT))
+        if done.returncode != 0:
+            raise RuntimeError(f"bench.rss_child {name} failed: {done.stderr.strip()[-500:]}")
+        result[f"{name}_peak_mb"] = float(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def table(results):
+    p, s, i, r = results["pipeline"], results["train_step"], results["inference"], results["peak_rss"]
+    rows = [
+        "input pipeline (images/s, 50,000-image epoch)",
+        f"  seed {p['seed']:>10,.0f}   fast {p['fast']:>10,.0f}   fast/seed {p['fast_over_seed']:.1f}x",
+        f"train step, width {s['width']}, batch {s['batch_size']} ({s['threads']} threads; "
+        f"matmul peak {s['matmul_gflops']:.1f} GFLOP/s; {s['train_gflop_per_image']:.2f} GFLOP/image)",
+    ]
+    for mode in ("eager", "function", "xla"):
+        m = s[mode]
+        rows.append(f"  {mode:<8} {m['images_per_s']:>7.1f} images/s  {m['gflops']:>6.1f} GFLOP/s  "
+                    f"{100 * m['fraction_of_matmul']:>5.1f}% of matmul")
+    rows.append("inference, width 64       batch 256 (images/s)   batch 1 (p50 ms)   threads")
+    for name in ("tf_savedmodel", "onnxruntime_fp32", "onnxruntime_int8"):
+        m = i[name]
+        rows.append(f"  {name:<22} {m['batch256_images_per_s']:>12.1f}   {m['batch1_p50_ms']:>14.2f}"
+                    f"   {m['threads']:>7}")
+    q = i["ratios"]
+    rows.append(f"  ORT fp32 vs TF: {q['ort_fp32_over_tf_batch1']:.2f}x at batch 1, "
+                f"{q['ort_fp32_over_tf_batch256']:.2f}x at batch 256; INT8 vs fp32 at batch 256: "
+                f"{q['int8_over_fp32_batch256']:.2f}x")
+    rows.append(f"peak RSS, training on 50,000 images (width {r['width']}, {r['steps']} steps): "
+                f"seed {r['seed_peak_mb']:,.0f} MB, fast {r['fast_peak_mb']:,.0f} MB")
+    return "\n".join(rows)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smaller and fewer repetitions (< 3 min)")
+    args = p.parse_args(argv)
+    import platform
+
+    import tensorflow as tf
+
+    start = time.perf_counter()
+    results = {
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                    "tensorflow": tf.__version__, "gpus": len(tf.config.list_physical_devices("GPU"))},
+        "quick": args.quick,
+        "pipeline": bench_pipelines(epochs=1 if args.quick else 2),
+        "train_step": bench_train_steps(batch_size=128 if args.quick else 512,
+                                        steps=2 if args.quick else 3),
+        "inference": bench_inference(reps_big=3 if args.quick else 10,
+                                     reps_one=20 if args.quick else 100),
+        "peak_rss": bench_rss(steps=3 if args.quick else 10),
+    }
+    results["seconds"] = time.perf_counter() - start
+    print(table(results))
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
