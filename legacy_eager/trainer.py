@@ -5,11 +5,13 @@ XLA. Compiled modes keep the loss and accuracy sums on the device and read them 
 epoch; eager mode reads them every step, as the seed does.
 
 Mixed float16 scales the loss: the compat.v1 optimizer has no loss scaling of its own.
-The scale starts at 2**15, halves (and the step is skipped: no update, no global-step
-increment) whenever a gradient is not finite, and doubles after 2000 finite steps in a
-row, as Keras' LossScaleOptimizer does.
+The scale starts at 2**15 / batch size (Keras' 2**15 assumes a mean loss; the seed's is
+summed over the batch, so its gradients are batch-size times larger), halves (and the
+step is skipped: no update, no global-step increment) whenever a gradient is not finite,
+and doubles after 2000 finite steps in a row, as Keras' LossScaleOptimizer does.
 """
 import functools
+import math
 import time
 
 import tensorflow as tf
@@ -31,8 +33,9 @@ LOSS_SCALE_GROWTH_STEPS = 2000
 class LossScale:
     """Dynamic loss scaling state (variables, so it is checkpointed and usable in graphs)."""
 
-    def __init__(self):
-        self.scale = tf.Variable(INITIAL_LOSS_SCALE, trainable=False, dtype=tf.float32)
+    def __init__(self, batch_size):
+        initial = max(2.0 ** int(math.log2(INITIAL_LOSS_SCALE / batch_size)), 1.0)
+        self.scale = tf.Variable(initial, trainable=False, dtype=tf.float32)
         self.good_steps = tf.Variable(0, trainable=False, dtype=tf.int64)
 
     def update(self, finite):
@@ -64,7 +67,7 @@ class Trainer:
         self.weight_decay_loop = functools.partial(
             WEIGHT_DECAY_LOOPS[config.wd_loop], weight_decay=config.weight_decay,
             batch_size=config.batch_size)
-        self.loss_scale = LossScale() if config.precision == "mixed_float16" else None
+        self.loss_scale = LossScale(config.batch_size) if config.precision == "mixed_float16" else None
         if config.mode == "eager":
             self.train_step, self.eval_step = self._train_step, self._eval_step
         else:

@@ -28,9 +28,11 @@ def _one_line_error(capsys, argv):
     return err.strip()
 
 
-def test_run_writes_metrics_summary_config_and_checkpoints(tree, tmp_path, capsys):
+@pytest.mark.parametrize("pipeline", ["fast", "seed"])
+def test_run_writes_metrics_summary_config_and_checkpoints(tree, tmp_path, capsys, pipeline):
     out = str(tmp_path / "run")
-    assert train.main(["--data", tree, "--out", out, "--train-subset", "40", *TINY_FLAGS]) == 0
+    assert train.main(["--data", tree, "--out", out, "--train-subset", "40",
+                       "--pipeline", pipeline, *TINY_FLAGS]) == 0
     printed = capsys.readouterr().out
     assert "train loss" in printed and "val acc" in printed
 
@@ -44,6 +46,7 @@ def test_run_writes_metrics_summary_config_and_checkpoints(tree, tmp_path, capsy
     summary = json.load(open(os.path.join(out, "summary.json")))
     assert summary["final"] == records[-1]
     assert summary["config"]["width"] == 4 and summary["data"]["len_train"] == 40
+    assert summary["config"]["pipeline"] == pipeline
     config = json.load(open(os.path.join(out, "config.json")))
     assert len(config["data"]["normalization"]["mean"]) == 3
     assert config["batches_per_epoch"] == 40 // 16 + 1
@@ -76,7 +79,8 @@ def test_existing_run_folder_is_refused_and_kept(tree, tmp_path, capsys):
 
 @pytest.mark.parametrize("flag,value", [("--epochs", "0"), ("--batch-size", "-1"),
                                         ("--width", "0"), ("--lr", "0"), ("--lr", "fast"),
-                                        ("--train-subset", "0"), ("--momentum", "1.5")])
+                                        ("--train-subset", "0"), ("--momentum", "1.5"),
+                                        ("--mode", "jit"), ("--precision", "fp8")])
 def test_invalid_flags(capsys, flag, value):
     assert flag in _one_line_error(capsys, [flag, value])
 

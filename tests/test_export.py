@@ -257,3 +257,26 @@ def test_run_sh_main_job_trains_exports_and_evaluates(data_tree, tmp_path):
     final = json.load(open(os.path.join(out, "summary.json")))["final"]["val_acc"]
     assert lines[-1] == (f"accuracy on the 30 test images: ONNX Runtime {final:.4f}, "
                          f"training's final val_acc {final:.4f}")
+
+
+def test_int8_model_is_kept_only_within_the_accuracy_bounds(exported, monkeypatch):
+    run_dir, _ = exported
+    (train_x, _), (test_x, test_y) = onnx_export.run_images(savedmodel.read_run(run_dir)[0])
+    fp32_acc = json.load(open(os.path.join(run_dir, "parity.json")))["onnx_accuracy"]
+    monkeypatch.setattr(onnx_export, "MIN_INT8_AGREEMENT", 0.0)
+    monkeypatch.setattr(onnx_export, "MAX_INT8_ACCURACY_DROP", 1.0)
+    record = onnx_export.export_int8(run_dir, train_x, test_x, test_y, fp32_acc, list(CLASSES))
+    int8_path = os.path.join(run_dir, "model.int8.onnx")
+    assert record["kept"] and os.path.isfile(int8_path)
+    assert record["calibration_images"] == 64 and 0 <= record["top1_agreement_with_fp32"] <= 1
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(int8_path).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    logits, _ = predict.OnnxClassifier(int8_path).run(test_x)  # predict takes it like any model
+    assert logits.shape == (30, 10)
+    # Bounds no model can meet: the new INT8 model is refused and the earlier one removed.
+    monkeypatch.setattr(onnx_export, "MIN_INT8_AGREEMENT", 1.01)
+    record = onnx_export.export_int8(run_dir, train_x, test_x, test_y, fp32_acc, list(CLASSES))
+    assert not record["kept"] and not os.path.exists(int8_path)
+    assert _scratch(run_dir) == []
