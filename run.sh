@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ./run.sh [FLAGS]   train DavidNet, export SavedModel + ONNX, check them (flags: ./run.sh --help)
 # ./run.sh test [PYTEST ARGS]   run the test suite
+# ./run.sh bench [--quick]      run the benchmarks
 # Uses the active virtualenv, else creates .venv/ beside this script, and installs
 # requirements.txt into it unless every pinned version is already there.
 set -euo pipefail
@@ -43,10 +44,9 @@ fi
 
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
-if [[ "${1:-}" == "test" ]]; then
-  shift
-  cd "$ROOT"
-  exec "$PY" -m pytest tests "$@"
-fi
+case "${1:-}" in
+  test) shift; cd "$ROOT"; exec "$PY" -m pytest tests "$@" ;;
+  bench) shift; exec "$PY" -m bench "$@" ;;
+esac
 # Train, export SavedModel and ONNX (with parity), evaluate the ONNX model.
 exec "$PY" -m export.pipeline "$@"

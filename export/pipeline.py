@@ -28,9 +28,13 @@ def train_and_export(argv, log=print):
     images, labels = run_test_images(run_info)
     onnx_acc = evaluate_arrays(OnnxClassifier(f"{out}/model.onnx"), images, labels)["accuracy"]
     val_acc = summary["final"]["val_acc"]
+    precision = summary["config"]["precision"]
     log(f"accuracy on the {len(labels)} test images: ONNX Runtime {onnx_acc:.4f}, "
-        f"training's final val_acc {val_acc:.4f}")
-    if abs(onnx_acc - val_acc) > MAX_ACCURACY_GAP:
+        f"training's final val_acc {val_acc:.4f}"
+        + ("" if precision == "fp32" else
+           f" (evaluated in {precision}; exports are float32, so they may differ a little)"))
+    # Only a float32 run evaluates the very network that is exported.
+    if precision == "fp32" and abs(onnx_acc - val_acc) > MAX_ACCURACY_GAP:
         raise ExportFailed(f"ONNX accuracy {onnx_acc:.4f} is more than 0.1 point from "
                            f"val_acc {val_acc:.4f}")
 
