@@ -23,6 +23,8 @@ class Config:
     test_subset: int | None = None
     seed: int = 0
     out: str | None = None
+    deterministic: bool = False  # op determinism: the same seed gives the same run, bit for bit
+    resume: str | None = None    # continue the run in this folder (its own flags)
     dropout: float = 0.05       # the seed's; not a flag (tests set 0 to compare modes exactly)
 
     def to_dict(self):
@@ -99,8 +101,20 @@ def parser():
                    help="seeds subsets, initialization and augmentation (default %(default)s)")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="new run folder (default runs/<timestamp>)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic ops: two runs with the same --seed give the same "
+                        "metrics and weights (slower on a GPU)")
+    p.add_argument("--resume", metavar="DIR", default=None,
+                   help="continue the run in DIR from its newest good checkpoint, with "
+                        "DIR's own flags (give no others)")
     return p
 
 
 def parse_args(argv=None):
-    return Config(**vars(parser().parse_args(argv)))
+    args = vars(parser().parse_args(argv))
+    if args["resume"]:
+        given = {k: v for k, v in args.items() if k != "resume" and v != getattr(Config(), k)}
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise UsageError(f"--resume continues a run with its own flags; drop {flags}")
+    return Config(**args)

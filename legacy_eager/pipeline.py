@@ -1,6 +1,8 @@
 """The seed's input pipeline: normalize with the training mean/std, reflect-pad 4,
 per-image random 32x32 crop and horizontal flip, reshuffle every epoch, batch keeping
 the last partial batch, prefetch 1. Test images are only normalized."""
+import itertools
+
 import numpy as np
 import tensorflow as tf
 
@@ -104,10 +106,14 @@ class FastBatches:
 
     def __iter__(self):
         epoch, self.epoch = self.epoch, self.epoch + 1
+        return self.batches(epoch)
+
+    def batches(self, epoch, start=0):
+        """Epoch `epoch`'s batches from batch number `start` on: the same ones, whenever asked."""
         order = self.order(epoch)
-        for k, start in enumerate(range(0, self.n, self.batch_size)):
+        for k in range(start, len(self)):
             batch_seed = tf.constant([self.seed, epoch * len(self) + k + 1], tf.int32)
-            yield self._load(order[start:start + self.batch_size], batch_seed)
+            yield self._load(order[k * self.batch_size:(k + 1) * self.batch_size], batch_seed)
 
 
 def fast_train_set(x_train, y_train, mean, std, batch_size, seed=0):
@@ -123,3 +129,11 @@ def seed_pipeline(x_train, y_train, mean, std, batch_size, seed=0):
 
 
 PIPELINES = {"seed": (seed_pipeline, test_set), "fast": (fast_train_set, fast_test_set)}
+
+
+def epoch_batches(train_set, epoch, start=0):
+    """The batches of `epoch` from number `start` on. The fast pipeline replays them
+    exactly; the seed's tf.data chain can only skip ahead in a freshly shuffled pass."""
+    if isinstance(train_set, FastBatches):
+        return train_set.batches(epoch, start)
+    return itertools.islice(iter(train_set), start, None)

@@ -5,16 +5,20 @@ checkpoints/ (model, optimizer, global step; one per epoch, last 3 kept) and
 summary.json (at the end). Flags and data are checked before TensorFlow is imported,
 so a mistake costs a second, not a TensorFlow start-up.
 """
+import contextlib
+import json
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
 
 from legacy_eager import data as cifar
 from legacy_eager import report
-from legacy_eager.config import parse_args
+from legacy_eager.config import Config, parse_args
 from legacy_eager.errors import UsageError, run_cli
 
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "checkpoints")
@@ -56,9 +60,58 @@ def load_data(config):
     return dataset.source, (x_train, y_train), (x_test, y_test)
 
 
-def run(config, log=print):
+def resumed_config(run_dir):
+    """The Config a run in run_dir was started with, pointed at the same data."""
+    path = os.path.join(run_dir, "config.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+        values = dict(saved["config"], data=saved["data"]["path"], out=run_dir, resume=run_dir)
+        return Config(**values)
+    except FileNotFoundError:
+        raise UsageError(f"--resume {run_dir}: no config.json; expected a run folder") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"{path}: not a run config ({type(e).__name__}: {e})") from None
+
+
+def keep_metrics_of(out, epochs):
+    """metrics.jsonl cut to the epochs a checkpoint holds, so a resumed run never writes an
+    epoch twice (a crash can fall between an epoch's line and its checkpoint)."""
+    path = os.path.join(out, "metrics.jsonl")
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        kept = [line for line in f if line.strip() and json.loads(line)["epoch"] <= epochs]
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def signals_recorded():
+    """SIGINT and SIGTERM set a flag (read by the training loop between steps) instead
+    of killing the process mid-write. Yields a function returning the signal or None."""
+    caught = []
+    handler = lambda signum, frame: caught.append(signum)  # noqa: E731
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: caught[0] if caught else None
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run(config, log=print, warn=None):
+    warn = warn or (lambda message: print(message, file=sys.stderr))
+    resuming = config.resume is not None
+    if resuming:
+        config = resumed_config(config.resume)
     # Validate everything that needs no TensorFlow first.
-    out = check_out_dir(config.out)
+    out = config.out if resuming else check_out_dir(config.out)
     source, (x_train, y_train), (x_test, y_test) = load_data(config)
     make_out_dir(out)
 
@@ -66,8 +119,10 @@ def run(config, log=print):
     import tensorflow as tf
 
     from legacy_eager import pipeline
-    from legacy_eager.trainer import Trainer, fit
+    from legacy_eager.trainer import Trainer, fit, restore_latest
 
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
     tf.random.set_seed(config.seed)
     len_train, len_test = len(x_train), len(x_test)
     train_mean, train_std = pipeline.channel_stats(x_train)
@@ -84,7 +139,16 @@ def run(config, log=print):
                      "numpy": np.__version__},
         "devices": [d.name for d in tf.config.list_logical_devices()],
     }
-    report.write_json_atomic(os.path.join(out, "config.json"), run_info)
+    if resuming:
+        restored = restore_latest(trainer, out, warn)
+        done = int(trainer.progress.epoch.numpy())
+        keep_metrics_of(out, done)
+        log(f"resuming {out} from {restored or 'the start (no checkpoint)'}: epoch {done + 1}, "
+            f"batch {int(trainer.progress.batch.numpy())}, global step "
+            f"{int(trainer.global_step.numpy())}")
+    else:
+        report.write_json_atomic(os.path.join(out, "config.json"), dict(
+            run_info, config=dict(run_info["config"], out=out)))
     log(f"DavidNet width {config.width}, {len_train} train / {len_test} test images from "
         f"{source}, mode {config.mode}, {config.pipeline} pipeline, {config.precision}, "
         f"{config.epochs} epochs; writing {out}")
@@ -94,9 +158,12 @@ def run(config, log=print):
                                seed=config.seed)
     test_set = make_test_set(x_test, y_test, train_mean, train_std, config.batch_size)
     del x_train, x_test  # each pipeline holds its own copy; these would double the memory
-    t = time.time()
-    final = fit(trainer, train_set, test_set, len_train, len_test, out, log=log)
-    summary = dict(run_info, final=final, total_time_s=time.time() - t, out=out)
+    with signals_recorded() as stop:
+        final = fit(trainer, train_set, test_set, len_train, len_test, out, log=log, stop=stop)
+    if final is None:  # resumed a run that had already finished
+        with open(os.path.join(out, "metrics.jsonl"), encoding="utf-8") as f:
+            final = json.loads(f.read().splitlines()[-1])
+    summary = dict(run_info, final=final, total_time_s=final["elapsed_s"], out=out)
     report.write_json_atomic(os.path.join(out, "summary.json"), summary)
     log(f"final val_acc {final['val_acc']:.4f} after {config.epochs} epochs "
         f"({summary['total_time_s']:.0f} s); run folder {out}")

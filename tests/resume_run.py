@@ -1,0 +1,91 @@
+"""Deterministic runs, interrupted and resumed, compared with uninterrupted ones.
+
+Run in its own process (tests/test_resume.py does): --deterministic switches on
+TensorFlow's process-wide op determinism. A real SIGINT is sent to this process at a
+chosen batch, so the signal handler, the mid-epoch checkpoint and --resume are all the
+production code. Prints one JSON object with what the test checks."""
+import json
+import os
+import signal
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from legacy_eager import pipeline, train
+from tests import synthetic
+
+EPOCHS = 3
+
+
+def interrupt_at(epoch, batch):
+    """Make epoch_batches send SIGINT to this process right after yielding that batch."""
+    real = pipeline.epoch_batches
+
+    def batches(train_set, e, start=0):
+        for k, item in enumerate(real(train_set, e, start), start=start):
+            yield item
+            if (e, k) == (epoch, batch):
+                os.kill(os.getpid(), signal.SIGINT)
+
+    pipeline.epoch_batches = batches
+    return lambda: setattr(pipeline, "epoch_batches", real)
+
+
+def metrics(out):
+    timing = {"train_time_s", "eval_time_s", "epoch_time_s", "elapsed_s", "images_per_s"}
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        return [{k: v for k, v in json.loads(line).items() if k not in timing} for line in f]
+
+
+def final_tensors(out):
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(out, "checkpoints")))
+    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+            if k.startswith(("model/", "optimizer/", "global_step"))}
+
+
+def same_tensors(a, b):
+    return sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def main(workdir, pipeline_name):
+    (xt, yt), (xs, ys) = synthetic.make_arrays(160, 1), synthetic.make_arrays(40, 2)
+    tree = synthetic.write_image_tree(os.path.join(workdir, "data"), xt, yt, xs, ys)
+    flags = ["--data", tree, "--width", "4", "--batch-size", "16", "--epochs", str(EPOCHS),
+             "--deterministic", "--pipeline", pipeline_name]
+    out = {name: os.path.join(workdir, name) for name in ("a", "a2", "b", "c")}
+    codes = {"a": train.main(flags + ["--out", out["a"]]),
+             "a2": train.main(flags + ["--out", out["a2"]])}
+
+    restore = interrupt_at(epoch=1, batch=3)  # epoch 2, after its 4th batch
+    codes["b_interrupted"] = train.main(flags + ["--out", out["b"]])
+    restore()
+    lines_while_stopped = len(metrics(out["b"]))
+    codes["b_resumed"] = train.main(["--resume", out["b"]])
+
+    # C: interrupted, then its newest checkpoint damaged: resume falls back one checkpoint.
+    restore = interrupt_at(epoch=1, batch=3)
+    codes["c_interrupted"] = train.main(flags + ["--out", out["c"]])
+    restore()
+    newest = tf.train.latest_checkpoint(os.path.join(out["c"], "checkpoints"))
+    with open(newest + ".data-00000-of-00001", "r+b") as f:
+        f.truncate(100)
+    codes["c_resumed"] = train.main(["--resume", out["c"]])
+
+    a = final_tensors(out["a"])
+    print(json.dumps({
+        "codes": codes,
+        "lines_while_stopped": lines_while_stopped,
+        "epochs": {k: [r["epoch"] for r in metrics(v)] for k, v in out.items()},
+        "repeat_identical": metrics(out["a"]) == metrics(out["a2"]),
+        "repeat_same_weights": same_tensors(a, final_tensors(out["a2"])),
+        "resumed_identical": metrics(out["a"]) == metrics(out["b"]),
+        "resumed_same_weights": same_tensors(a, final_tensors(out["b"])),
+        "fallback_identical": metrics(out["a"]) == metrics(out["c"]),
+        "fallback_same_weights": same_tensors(a, final_tensors(out["c"])),
+        "tensors": len(a),
+    }))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
