@@ -23,6 +23,7 @@ class Config:
     test_subset: int | None = None
     seed: int = 0
     out: str | None = None
+    devices: int = 1             # replicas (GPUs, else logical CPU devices) of MirroredStrategy
     deterministic: bool = False  # op determinism: the same seed gives the same run, bit for bit
     resume: str | None = None    # continue the run in this folder (its own flags)
     dropout: float = 0.05       # the seed's; not a flag (tests set 0 to compare modes exactly)
@@ -101,6 +102,10 @@ def parser():
                    help="seeds subsets, initialization and augmentation (default %(default)s)")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="new run folder (default runs/<timestamp>)")
+    p.add_argument("--devices", type=_positive(int, "integer"), default=d.devices,
+                   help="train on N devices with tf.distribute.MirroredStrategy: N GPUs, or N "
+                        "logical CPU devices on a machine without GPUs; the global batch is "
+                        "still --batch-size (default %(default)s)")
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic ops: two runs with the same --seed give the same "
                         "metrics and weights (slower on a GPU)")

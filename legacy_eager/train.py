@@ -11,6 +11,7 @@ import os
 import platform
 import signal
 import sys
+import tempfile
 import threading
 import time
 
@@ -58,6 +59,44 @@ def load_data(config):
     x_test, y_test = cifar.random_subset(dataset.x_test, dataset.y_test,
                                          config.test_subset, rng, "--test-subset")
     return dataset.source, (x_train, y_train), (x_test, y_test)
+
+
+def cluster_task():
+    """(task type, index) from TF_CONFIG when it names a cluster, else None."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return None
+    try:
+        tf_config = json.loads(raw)
+        if not tf_config.get("cluster"):
+            return None
+        return tf_config["task"]["type"], int(tf_config["task"]["index"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"TF_CONFIG: not a cluster description ({type(e).__name__}: {e})") from None
+
+
+def make_strategy(config, tf):
+    """MultiWorkerMirroredStrategy when TF_CONFIG names a cluster; MirroredStrategy over
+    --devices GPUs (or logical CPU devices); None (TF's default, one device) otherwise.
+    Called first thing after TensorFlow is imported: both need the runtime unstarted."""
+    if cluster_task() is not None:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    n = config.devices
+    if n == 1:
+        return None
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        if len(gpus) < n:
+            raise UsageError(f"--devices {n}: this machine has {len(gpus)} GPU(s)")
+        return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in range(n)])
+    try:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n)])
+    except RuntimeError:
+        raise UsageError(f"--devices {n}: TensorFlow had already started in this process; "
+                         "logical CPU devices must be set before") from None
+    return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)])
 
 
 def resumed_config(run_dir):
@@ -110,14 +149,23 @@ def run(config, log=print, warn=None):
     resuming = config.resume is not None
     if resuming:
         config = resumed_config(config.resume)
+    if config.precision == "mixed_float16" and (config.devices > 1 or cluster_task()):
+        raise UsageError("--precision mixed_float16 runs on one device only (its loss "
+                         "scaling is not synchronised across replicas); use mixed_bfloat16")
+    task = cluster_task()
+    chief = task is None or task in (("chief", 0),) or (task[0] == "worker" and task[1] == 0
+                                                        and "chief" not in os.environ["TF_CONFIG"])
     # Validate everything that needs no TensorFlow first.
     out = config.out if resuming else check_out_dir(config.out)
+    if not chief:  # other workers write their (identical) checkpoints to a scratch folder
+        out = tempfile.mkdtemp(prefix=f"davidnet-{task[0]}{task[1]}-")
     source, (x_train, y_train), (x_test, y_test) = load_data(config)
     make_out_dir(out)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
+    strategy = make_strategy(config, tf)
     from legacy_eager import pipeline
     from legacy_eager.trainer import Trainer, fit, restore_latest
 
@@ -126,7 +174,7 @@ def run(config, log=print, warn=None):
     tf.random.set_seed(config.seed)
     len_train, len_test = len(x_train), len(x_test)
     train_mean, train_std = pipeline.channel_stats(x_train)
-    trainer = Trainer(config, len_train)
+    trainer = Trainer(config, len_train, strategy=strategy)
     run_info = {
         "config": config.to_dict(),
         "data": {"source": source, "path": data_path(config),

@@ -81,8 +81,16 @@ class LossScale:
 
 
 class Trainer:
-    def __init__(self, config, len_train, model=None):
+    def __init__(self, config, len_train, model=None, strategy=None):
         self.config = config
+        # A tf.distribute strategy spreads each global batch over its replicas; without
+        # one, TF's default strategy is a no-op and the step is the seed's, unchanged.
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.replicas = self.strategy.num_replicas_in_sync
+        with self.strategy.scope():
+            self._build(config, len_train, model)
+
+    def _build(self, config, len_train, model):
         if model is None:
             model = DavidNet(c=config.width, dropout=config.dropout,
                              dtype=POLICIES[config.precision], seed=config.seed)
@@ -102,13 +110,21 @@ class Trainer:
             self.opt._create_slots(self.model.trainable_variables)
         # Global step of the first non-finite loss (-1: none yet), set on the device so
         # that the loop need not read the loss every step.
-        self.first_nonfinite_step = tf.Variable(-1, dtype=tf.int64, trainable=False)
+        self.first_nonfinite_step = tf.Variable(
+            -1, dtype=tf.int64, trainable=False,
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         self.progress = Progress()
+        # Replicas' gradients are summed, so each adds 1/replicas of the decay.
         self.weight_decay_loop = functools.partial(
             WEIGHT_DECAY_LOOPS[config.wd_loop], weight_decay=config.weight_decay,
-            batch_size=config.batch_size)
+            batch_size=config.batch_size / self.replicas)
         self.loss_scale = LossScale(config.batch_size) if config.precision == "mixed_float16" else None
-        if config.mode == "eager":
+        if self.replicas > 1:
+            compile_ = (lambda f: f) if config.mode == "eager" else functools.partial(
+                tf.function, jit_compile=config.mode == "xla")
+            self.train_step = self._distributed(compile_(self._replicated(self._train_step)))
+            self.eval_step = self._distributed(compile_(self._replicated(self._eval_step)))
+        elif config.mode == "eager":
             self.train_step, self.eval_step = self._train_step, self._eval_step
         else:
             # One trace for full and partial batches alike (XLA compiles each shape once).
@@ -148,6 +164,27 @@ class Trainer:
             f"loss is not finite at global step {step} (epoch {step // self.steps_per_epoch + 1}, "
             f"learning rate {lr:.6g} per batch, {lr / self.config.batch_size:.6g} per example); "
             "stopped, and the last good checkpoint is kept")
+
+    def _replicated(self, step):
+        """step on every replica's shard; the sums over replicas come back."""
+        def run(shards):
+            loss, correct = self.strategy.run(lambda xy: step(*xy), args=(shards,))
+            total = functools.partial(self.strategy.reduce, tf.distribute.ReduceOp.SUM, axis=None)
+            return total(loss), total(correct)
+        return run
+
+    def _distributed(self, replicated_step):
+        """Cut a global batch into one contiguous shard per replica (sizes differ by at most
+        one image, so the last partial batch is split too) and run the step on them."""
+        n = self.replicas
+
+        def step(x, y):
+            def shard(ctx):
+                i, size = ctx.replica_id_in_sync_group, tf.shape(x)[0]
+                lo, hi = size * i // n, size * (i + 1) // n
+                return x[lo:hi], y[lo:hi]
+            return replicated_step(self.strategy.experimental_distribute_values_from_function(shard))
+        return step
 
     def _scaled_train_step(self, x, y):
         """The same step for float16: scaled loss, unscaled gradients, skip on overflow."""
