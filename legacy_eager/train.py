@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
 import sys
 import tempfile
@@ -167,7 +168,7 @@ def run(config, log=print, warn=None):
 
     strategy = make_strategy(config, tf)
     from legacy_eager import pipeline
-    from legacy_eager.trainer import Trainer, fit, restore_latest
+    from legacy_eager.trainer import Trainer, fit, restore_latest, weights_fingerprint
 
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -211,10 +212,14 @@ def run(config, log=print, warn=None):
     if final is None:  # resumed a run that had already finished
         with open(os.path.join(out, "metrics.jsonl"), encoding="utf-8") as f:
             final = json.loads(f.read().splitlines()[-1])
-    summary = dict(run_info, final=final, total_time_s=final["elapsed_s"], out=out)
+    summary = dict(run_info, final=final, total_time_s=final["elapsed_s"], out=out,
+                   weights_sha256=weights_fingerprint(trainer))
     report.write_json_atomic(os.path.join(out, "summary.json"), summary)
     log(f"final val_acc {final['val_acc']:.4f} after {config.epochs} epochs "
-        f"({summary['total_time_s']:.0f} s); run folder {out}")
+        f"({summary['total_time_s']:.0f} s); weights sha256 {summary['weights_sha256'][:16]}; "
+        + (f"run folder {out}" if chief else f"worker {task[1]} (the chief keeps the run)"))
+    if not chief:
+        shutil.rmtree(out, ignore_errors=True)
     return summary
 
 

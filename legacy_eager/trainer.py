@@ -297,6 +297,19 @@ def fit(trainer, train_set, test_set, len_train, len_test, out_dir, log=print, s
     return record
 
 
+def weights_fingerprint(trainer):
+    """sha256 of every model variable and momentum slot, in order: equal fingerprints mean
+    bit-identical trained state (used to compare workers and repeated runs)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for v in trainer.model.weights:
+        h.update(v.numpy().tobytes())
+    for v in trainer.model.trainable_variables:
+        h.update(trainer.opt.get_slot(v, "momentum").numpy().tobytes())
+    return h.hexdigest()
+
+
 def signal_name(signum):
     import signal
 
