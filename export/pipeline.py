@@ -21,6 +21,8 @@ MAX_ACCURACY_GAP = 0.001  # 0.1 percentage point
 
 def train_and_export(argv, log=print):
     summary = run(parse_args(argv), log=log)
+    if not summary["chief"]:
+        return  # in a TF_CONFIG cluster the chief exports; this worker's folder is gone
     out = summary["out"]
     log(f"wrote {export_savedmodel(out)}")
     export_onnx(out, log=log)

@@ -213,7 +213,7 @@ def run(config, log=print, warn=None):
         with open(os.path.join(out, "metrics.jsonl"), encoding="utf-8") as f:
             final = json.loads(f.read().splitlines()[-1])
     summary = dict(run_info, final=final, total_time_s=final["elapsed_s"], out=out,
-                   weights_sha256=weights_fingerprint(trainer))
+                   weights_sha256=weights_fingerprint(trainer), chief=chief)
     report.write_json_atomic(os.path.join(out, "summary.json"), summary)
     log(f"final val_acc {final['val_acc']:.4f} after {config.epochs} epochs "
         f"({summary['total_time_s']:.0f} s); weights sha256 {summary['weights_sha256'][:16]}; "

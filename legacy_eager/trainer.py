@@ -213,7 +213,21 @@ class Trainer:
         return self._sum(self.train_step, batches, should_stop)
 
     def evaluate(self, test_set):
+        self.sync_replica_statistics()
         return self._sum(self.eval_step, test_set)[:2]
+
+    def sync_replica_statistics(self):
+        """Give every replica the mean of the replicas' BatchNorm moving statistics.
+
+        Keras keeps them per replica (ON_READ variables); checkpoints and exports store their
+        mean. Without this, evaluation on several replicas would use each replica's own
+        statistics and report a val_acc the exported model does not have."""
+        if self.replicas == 1:
+            return
+        with self.strategy.scope():
+            for v in self.model.non_trainable_variables:
+                if v.synchronization == tf.VariableSynchronization.ON_READ:
+                    v.assign(v.read_value())
 
     def _sum(self, step, batches, should_stop=None):
         eager = self.config.mode == "eager"  # the seed: a host read after every step

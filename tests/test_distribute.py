@@ -37,3 +37,23 @@ def test_mixed_float16_is_refused_on_several_devices(capsys):
     assert train.main(["--devices", "2", "--precision", "mixed_float16"]) == 2
     err = capsys.readouterr().err.strip()
     assert "mixed_float16 runs on one device only" in err and "\n" not in err
+
+
+def test_two_device_run_learns_and_exports_what_it_evaluated(tmp_path):
+    """Through ./run.sh's own job: training on 2 logical CPUs, then export, whose check
+    fails (exit 1) unless ONNX accuracy equals the run's val_acc to 0.1 point."""
+    from tests import synthetic
+
+    (xt, yt), (xs, ys) = synthetic.make_arrays(192, 1), synthetic.make_arrays(40, 1)
+    tree = synthetic.write_image_tree(str(tmp_path / "data"), xt, yt, xs, ys)
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "export.pipeline", "--data", tree, "--width", "8", "--batch-size",
+         "32", "--epochs", "4", "--devices", "2", "--out", str(out)],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.load(open(out / "summary.json"))
+    assert any(d.endswith("CPU:1") for d in summary["devices"])
+    records = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    assert records[-1]["train_loss"] < 0.8 * records[0]["train_loss"]  # it learns
+    assert records[-1]["global_step"] == 4 * 6  # 192 images in global batches of 32
