@@ -18,15 +18,15 @@ from tests import synthetic
 EPOCHS = 3
 
 
-def interrupt_at(epoch, batch):
-    """Make epoch_batches send SIGINT to this process right after yielding that batch."""
+def interrupt_at(epoch, batch, signum=signal.SIGINT):
+    """Make epoch_batches send `signum` to this process right after yielding that batch."""
     real = pipeline.epoch_batches
 
     def batches(train_set, e, start=0):
         for k, item in enumerate(real(train_set, e, start), start=start):
             yield item
             if (e, k) == (epoch, batch):
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signum)
 
     pipeline.epoch_batches = batches
     return lambda: setattr(pipeline, "epoch_batches", real)
@@ -63,8 +63,8 @@ def main(workdir, pipeline_name):
     lines_while_stopped = len(metrics(out["b"]))
     codes["b_resumed"] = train.main(["--resume", out["b"]])
 
-    # C: interrupted, then its newest checkpoint damaged: resume falls back one checkpoint.
-    restore = interrupt_at(epoch=1, batch=3)
+    # C: stopped by SIGTERM, then its newest checkpoint damaged: resume falls back one.
+    restore = interrupt_at(epoch=1, batch=3, signum=signal.SIGTERM)
     codes["c_interrupted"] = train.main(flags + ["--out", out["c"]])
     restore()
     newest = tf.train.latest_checkpoint(os.path.join(out["c"], "checkpoints"))

@@ -110,10 +110,22 @@ def test_savedmodel_serves_in_a_bare_process(exported, tmp_path):
     assert not os.path.exists(os.path.join(run_dir, "saved_model", "variables", "optimizer"))
 
 
-def test_savedmodel_holds_no_optimizer_state(exported):
+def test_savedmodel_holds_no_optimizer_state_and_no_device_pinning(exported):
     import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
 
     run_dir, _ = exported
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(run_dir, "saved_model", "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    graph = proto.meta_graphs[0].graph_def
+    pinned = {fn.signature.name: {n.device for n in fn.node_def if n.device}
+              for fn in graph.library.function}
+    serving = [name for name in pinned if "traced_save" not in name and "traced_restore" not in name]
+    assert serving and not any(pinned[name] for name in serving)  # the network runs anywhere
+    # Only TF's own checkpoint save/restore functions name a device: the host CPU.
+    everywhere = set().union(*pinned.values(), {n.device for n in graph.node if n.device})
+    assert all(d.startswith("/device:CPU:") for d in everywhere), everywhere
     names = [n for n, _ in tf.train.list_variables(os.path.join(run_dir, "saved_model", "variables",
                                                                "variables"))]
     assert names and not any("Momentum" in n or "OPTIMIZER_SLOT" in n or "global_step" in n

@@ -20,7 +20,7 @@ def test_interrupted_and_resumed_runs_equal_uninterrupted_ones(tmp_path, pipelin
     assert done.returncode == 0, done.stderr[-3000:]
     r = json.loads(done.stdout.strip().splitlines()[-1])
     assert r["codes"] == {"a": 0, "a2": 0, "b_interrupted": 130, "b_resumed": 0,
-                          "c_interrupted": 130, "c_resumed": 0}
+                          "c_interrupted": 143, "c_resumed": 0}  # SIGINT 130, SIGTERM 143
     assert r["lines_while_stopped"] == 1  # stopped in epoch 2
     assert r["epochs"] == {k: [1, 2, 3] for k in ("a", "a2", "b", "c")}  # no gaps, no repeats
     assert r["repeat_identical"] and r["repeat_same_weights"]
