@@ -88,10 +88,6 @@ def run_images(run_info):
     return train, test
 
 
-def run_test_images(run_info):
-    return run_images(run_info)[1]
-
-
 def savedmodel_logits(saved_model, images, batch_size=500):
     import tensorflow as tf
 
@@ -102,18 +98,20 @@ def savedmodel_logits(saved_model, images, batch_size=500):
 
 
 def parity(onnx_path, saved_model, images, labels, class_names):
+    """The parity.json record, and ONNX Runtime's top-1 predictions (reused for INT8)."""
     reference = savedmodel_logits(saved_model, images)
     logits, _ = OnnxClassifier(onnx_path).run(images)
-    agree = np.argmax(logits, 1) == np.argmax(reference, 1)
+    predicted = np.argmax(logits, 1)
+    agree = predicted == np.argmax(reference, 1)
     max_diff = float(np.max(np.abs(logits - reference)))
     return {
         "images": int(len(images)), "opset": OPSET,
         "max_abs_logits_diff": max_diff, "top1_agreement": float(np.mean(agree)),
         "threshold_max_abs_logits_diff": MAX_LOGIT_DIFF,
         "passed": bool(max_diff <= MAX_LOGIT_DIFF and agree.all()),
-        "onnx_accuracy": accuracy_report(np.argmax(logits, 1), labels, class_names)["accuracy"],
+        "onnx_accuracy": accuracy_report(predicted, labels, class_names)["accuracy"],
         "savedmodel_accuracy": float(np.mean(np.argmax(reference, 1) == labels)),
-    }
+    }, predicted
 
 
 class _Discard(Exception):
@@ -146,13 +144,16 @@ def quantize_int8(fp32_path, output, calibration_images):
             os.remove(prepared)
 
 
-def export_int8(run_dir, train_images, test_images, test_labels, fp32_accuracy, class_names):
-    """model.int8.onnx if it passes the accuracy bounds; returns its parity record."""
+def export_int8(run_dir, train_images, test_images, test_labels, fp32_accuracy, class_names,
+                fp32_pred=None):
+    """model.int8.onnx if it passes the accuracy bounds; returns its parity record.
+    fp32_pred: model.onnx's top-1 predictions on test_images, if already computed."""
     rng = np.random.default_rng(0)
     calib = train_images[np.sort(rng.choice(len(train_images),
                                             min(CALIBRATION_IMAGES, len(train_images)),
                                             replace=False))]
-    fp32_pred = np.argmax(OnnxClassifier(os.path.join(run_dir, "model.onnx")).run(test_images)[0], 1)
+    if fp32_pred is None:
+        fp32_pred = np.argmax(OnnxClassifier(os.path.join(run_dir, "model.onnx")).run(test_images)[0], 1)
     target = os.path.join(run_dir, "model.int8.onnx")
     try:
         with staged_path(target, is_dir=False) as staged:
@@ -188,7 +189,7 @@ def export_onnx(run_dir, log=print, int8=False):
     with staged_path(target, is_dir=False) as staged:
         convert(saved_model, staged)
         finish_model(staged, run_info)
-        result = parity(staged, saved_model, images, labels, run_info["data"]["classes"])
+        result, fp32_pred = parity(staged, saved_model, images, labels, run_info["data"]["classes"])
         report.write_json_atomic(os.path.join(run_dir, "parity.json"), result)
         if not result["passed"]:
             raise ExportFailed(
@@ -201,7 +202,7 @@ def export_onnx(run_dir, log=print, int8=False):
         f"ONNX accuracy {result['onnx_accuracy']:.4f}")
     if int8:
         result["int8"] = export_int8(run_dir, train_images, images, labels,
-                                     result["onnx_accuracy"], run_info["data"]["classes"])
+                                     result["onnx_accuracy"], run_info["data"]["classes"], fp32_pred)
         report.write_json_atomic(os.path.join(run_dir, "parity.json"), result)
         r = result["int8"]
         verdict = (f"wrote {run_dir}/model.int8.onnx" if r["kept"] else

@@ -1,6 +1,6 @@
-"""What ./run.sh runs: train, export the SavedModel, convert to ONNX with the parity
-check, then classify the run's test images with the ONNX model through export.predict's
-code and print that accuracy beside the training's final val_acc.
+"""What ./run.sh runs: train, export the SavedModel, convert to ONNX with the parity check
+(which classifies the run's test images with the ONNX model through export.predict's
+classifier), and print that accuracy beside the training's final val_acc.
 
     python -m export.pipeline [TRAINING FLAGS]     (flags: python -m legacy_eager.train --help)
 
@@ -9,9 +9,8 @@ its checkpoints are kept either way).
 """
 import sys
 
-from export.onnx import ExportFailed, export_onnx, run_test_images
-from export.predict import OnnxClassifier, evaluate_arrays
-from export.savedmodel import export_savedmodel, read_run
+from export.onnx import ExportFailed, export_onnx
+from export.savedmodel import export_savedmodel
 from legacy_eager.config import parse_args
 from legacy_eager.errors import run_cli
 from legacy_eager.train import run
@@ -25,13 +24,13 @@ def train_and_export(argv, log=print):
         return  # in a TF_CONFIG cluster the chief exports; this worker's folder is gone
     out = summary["out"]
     log(f"wrote {export_savedmodel(out)}")
-    export_onnx(out, log=log)
-    run_info, _ = read_run(out)
-    images, labels = run_test_images(run_info)
-    onnx_acc = evaluate_arrays(OnnxClassifier(f"{out}/model.onnx"), images, labels)["accuracy"]
+    # The parity check has already classified the run's test images with ONNX Runtime,
+    # through export.predict's classifier and accuracy report: its accuracy is reused.
+    parity = export_onnx(out, log=log)
+    onnx_acc = parity["onnx_accuracy"]
     val_acc = summary["final"]["val_acc"]
     precision = summary["config"]["precision"]
-    log(f"accuracy on the {len(labels)} test images: ONNX Runtime {onnx_acc:.4f}, "
+    log(f"accuracy on the {parity['images']} test images: ONNX Runtime {onnx_acc:.4f}, "
         f"training's final val_acc {val_acc:.4f}"
         + ("" if precision == "fp32" else
            f" (evaluated in {precision}; exports are float32, so they may differ a little)"))

@@ -137,12 +137,6 @@ def label_of(name, class_names, split):
     return class_names.index(parts[-2])
 
 
-def evaluate_arrays(classifier, images, labels, batch_size=256):
-    """Overall and per-class accuracy of the model on uint8 images with known labels."""
-    logits, _ = classifier.run(images, batch_size)
-    return accuracy_report(np.argmax(logits, axis=1), labels, classifier.class_names)
-
-
 def accuracy_report(predicted, labels, class_names):
     predicted, labels = np.asarray(predicted), np.asarray(labels)
     per_class = {}

@@ -63,15 +63,19 @@ def load_data(config):
 
 
 def cluster_task():
-    """(task type, index) from TF_CONFIG when it names a cluster, else None."""
+    """(task type, index, is_chief) from TF_CONFIG when it names a cluster, else None.
+    The chief is the task of type "chief", or worker 0 when the cluster has none."""
     raw = os.environ.get("TF_CONFIG")
     if not raw:
         return None
     try:
         tf_config = json.loads(raw)
-        if not tf_config.get("cluster"):
+        cluster = tf_config.get("cluster")
+        if not cluster:
             return None
-        return tf_config["task"]["type"], int(tf_config["task"]["index"])
+        kind, index = tf_config["task"]["type"], int(tf_config["task"]["index"])
+        chief_kind = "chief" if "chief" in cluster else "worker"
+        return kind, index, (kind, index) == (chief_kind, 0)
     except (ValueError, KeyError, TypeError) as e:
         raise UsageError(f"TF_CONFIG: not a cluster description ({type(e).__name__}: {e})") from None
 
@@ -154,8 +158,7 @@ def run(config, log=print, warn=None):
         raise UsageError("--precision mixed_float16 runs on one device only (its loss "
                          "scaling is not synchronised across replicas); use mixed_bfloat16")
     task = cluster_task()
-    chief = task is None or task in (("chief", 0),) or (task[0] == "worker" and task[1] == 0
-                                                        and "chief" not in os.environ["TF_CONFIG"])
+    chief = task is None or task[2]
     # Validate everything that needs no TensorFlow first.
     out = config.out if resuming else check_out_dir(config.out)
     if not chief:  # other workers write their (identical) checkpoints to a scratch folder

@@ -208,7 +208,8 @@ class Trainer:
     def train_epoch(self, batches, desc=None, total=None, should_stop=None):
         """Summed loss and number correct over `batches`, and how many batches ran;
         stops early, after a whole step, once should_stop() is true."""
-        batches = tqdm(batches, total=total or self.steps_per_epoch, desc=desc, leave=False,
+        batches = tqdm(batches, total=self.steps_per_epoch if total is None else total, desc=desc,
+                       leave=False,
                        unit="batch")
         return self._sum(self.train_step, batches, should_stop)
 
