@@ -80,11 +80,10 @@ def finish_model(path, run_info):
 
 def run_images(run_info):
     """The run's own (train, test) uint8 images and labels: same source, same seeded subsets."""
-    from legacy_eager.config import Config
+    from legacy_eager.run_folder import run_config
     from legacy_eager.train import load_data
 
-    config = Config(**dict(run_info["config"], data=run_info["data"].get("path")))
-    _, train, test = load_data(config)
+    _, train, test = load_data(run_config(run_info))
     return train, test
 
 

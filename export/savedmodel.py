@@ -17,29 +17,38 @@ import os
 import sys
 
 from export.atomic import staged_path
-from legacy_eager.errors import UsageError, run_cli
+from legacy_eager.errors import UsageError, UserFacingError, run_cli
+from legacy_eager.run_folder import read_run_info
 
 SIGNATURE_NAME = "serving_default"
 
 
-def read_run(run_dir):
-    """The run's config.json and newest checkpoint path, or a one-line error."""
-    config_path = os.path.join(run_dir, "config.json")
-    if not os.path.isfile(config_path):
-        raise UsageError(f"--run {run_dir}: no config.json; expected a folder written by "
-                         "legacy_eager.train (./run.sh --out DIR)")
-    try:
-        with open(config_path, encoding="utf-8") as f:
-            run_info = json.load(f)
-        run_info["config"]["width"], run_info["data"]["normalization"]["mean"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise UsageError(f"{config_path}: not a run config ({type(e).__name__}: {e})") from None
-    import tensorflow as tf
+class ExportRefused(UserFacingError):
+    """The run cannot be exported as it stands (exit 1): unfinished or diverged."""
 
-    checkpoint = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+
+def read_run(run_dir):
+    """The run's config.json and the checkpoint to export: the newest one, which must be
+    the end of the run's last epoch (a stopped run is resumed first, not exported) and
+    hold only finite numbers. Anything else is a one-line error."""
+    run_info = read_run_info(run_dir)
+    from legacy_eager import checkpoints
+
+    checkpoint = checkpoints.latest(run_dir)
     if checkpoint is None:
         raise UsageError(f"--run {run_dir}: no checkpoint in {run_dir}/checkpoints/ "
                          "(the run has not finished an epoch)")
+    epoch, batch, bad = checkpoints.describe(checkpoint)
+    epochs = run_info["config"]["epochs"]
+    if batch != 0 or epoch != epochs:
+        where = (f"in epoch {epoch + 1} of {epochs}, after batch {batch}" if batch
+                 else f"after epoch {epoch} of {epochs}")
+        raise ExportRefused(f"--run {run_dir}: the run stopped {where} "
+                            f"({os.path.basename(checkpoint)}); finish it with ./run.sh "
+                            f"--resume {run_dir} before exporting")
+    if bad is not None:
+        raise ExportRefused(f"--run {run_dir}: {os.path.basename(checkpoint)} holds a "
+                            f"non-finite value in {bad}; a diverged model is not exported")
     return run_info, checkpoint
 
 

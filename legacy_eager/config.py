@@ -27,6 +27,10 @@ class Config:
     deterministic: bool = False  # op determinism: the same seed gives the same run, bit for bit
     resume: str | None = None    # continue the run in this folder (its own flags)
     dropout: float = 0.05       # the seed's; not a flag (tests set 0 to compare modes exactly)
+    allow_cpu: bool = False     # train on the CPU although nvidia-smi lists a GPU TensorFlow cannot use
+
+    # How this process runs, not what the run is: --resume takes them anew.
+    PER_PROCESS = ("resume", "allow_cpu")
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -112,13 +116,17 @@ def parser():
     p.add_argument("--resume", metavar="DIR", default=None,
                    help="continue the run in DIR from its newest good checkpoint, with "
                         "DIR's own flags (give no others)")
+    p.add_argument("--allow-cpu", action="store_true",
+                   help="train on the CPU even when nvidia-smi lists a GPU that TensorFlow "
+                        "cannot use (without it such a run stops with exit 2)")
     return p
 
 
 def parse_args(argv=None):
     args = vars(parser().parse_args(argv))
     if args["resume"]:
-        given = {k: v for k, v in args.items() if k != "resume" and v != getattr(Config(), k)}
+        given = {k: v for k, v in args.items()
+                 if k not in Config.PER_PROCESS and v != getattr(Config(), k)}
         if given:
             flags = ", ".join("--" + k.replace("_", "-") for k in given)
             raise UsageError(f"--resume continues a run with its own flags; drop {flags}")

@@ -7,8 +7,9 @@ Deviations from the seed, each needed on TF 2:
 - `dropout` is a constructor argument (default the seed's 0.05) so tests can turn it
   off and compare eager and compiled steps exactly.
 - Dropout is `StatelessDropout`: the same inverted dropout as Keras', but its mask is a
-  function of (seed, call count) and the count is a layer variable, so a checkpoint
-  captures the random stream and a resumed run draws exactly the masks it would have.
+  function of (the layer's stream key, call count) and the count is a layer variable, so
+  a checkpoint captures the random stream and a resumed run draws exactly the masks it
+  would have. `seed` and `layer` pick the key (legacy_eager.streams).
 - `logits()` is split out of `call()` so export can serve the network without labels.
 - `dtype` takes a Keras mixed-precision policy name ("mixed_float16", "mixed_bfloat16"):
   layers compute in half precision, variables stay float32, logits come back float32.
@@ -19,6 +20,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from legacy_eager.streams import stream_key
+
 
 def init_pytorch(shape, dtype=tf.float32, partition_info=None):
     fan = np.prod(shape[:-1])
@@ -28,11 +31,12 @@ def init_pytorch(shape, dtype=tf.float32, partition_info=None):
 
 class StatelessDropout(tf_keras.layers.Layer):
     """Keras' Dropout(rate) (zero with probability rate, scale the rest by 1/(1-rate)),
-    with the mask drawn from (seed, call count) and the count kept as a variable."""
+    with the mask drawn from (key, call count) and the count kept as a variable. `key`
+    comes from streams.stream_key, so no other random stream of the run shares it."""
 
-    def __init__(self, rate, seed=0, **kwargs):
+    def __init__(self, rate, key=0, **kwargs):
         super().__init__(**kwargs)
-        self.rate, self.seed = rate, seed
+        self.rate, self.key = rate, key
 
     def build(self, input_shape):
         self.calls = self.add_weight(name="calls", shape=[], dtype=tf.int64, initializer="zeros",
@@ -45,19 +49,19 @@ class StatelessDropout(tf_keras.layers.Layer):
         count = self.calls.assign_add(1)
         replica = tf.distribute.get_replica_context()
         replica_id = tf.cast(replica.replica_id_in_sync_group if replica else 0, tf.int64)
-        seed = tf.stack([tf.constant(self.seed, tf.int64) * 1000 + replica_id, count])
+        seed = tf.stack([tf.constant(self.key, tf.int64) + replica_id, count])
         keep = tf.random.stateless_uniform(tf.shape(x), seed=seed) >= self.rate
         return tf.where(keep, x / tf.cast(1 - self.rate, x.dtype), tf.zeros_like(x))
 
 
 class ConvBN(tf_keras.Model):
-    def __init__(self, c_out, dropout=0.05, dtype=None, seed=0):
+    def __init__(self, c_out, dropout=0.05, dtype=None, seed=0, layer=0):
         super().__init__(dtype=dtype)
         self.conv = tf_keras.layers.Conv2D(filters=c_out, kernel_size=3, padding="SAME",
                                            kernel_initializer=init_pytorch, use_bias=False,
                                            dtype=dtype)
         self.bn = tf_keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, dtype=dtype)
-        self.drop = StatelessDropout(dropout, seed=seed, dtype=dtype)
+        self.drop = StatelessDropout(dropout, key=stream_key("dropout", seed, layer), dtype=dtype)
 
     def call(self, inputs, training=False):
         return tf.nn.relu(self.bn(self.drop(self.conv(inputs), training=training),
@@ -65,14 +69,14 @@ class ConvBN(tf_keras.Model):
 
 
 class ResBlk(tf_keras.Model):
-    def __init__(self, c_out, pool, res=False, dropout=0.05, dtype=None, seed=0):
+    def __init__(self, c_out, pool, res=False, dropout=0.05, dtype=None, seed=0, layer=0):
         super().__init__(dtype=dtype)
-        self.conv_bn = ConvBN(c_out, dropout, dtype, seed=seed)
+        self.conv_bn = ConvBN(c_out, dropout, dtype, seed=seed, layer=layer)
         self.pool = pool
         self.res = res
         if self.res:
-            self.res1 = ConvBN(c_out, dropout, dtype, seed=seed + 1)
-            self.res2 = ConvBN(c_out, dropout, dtype, seed=seed + 2)
+            self.res1 = ConvBN(c_out, dropout, dtype, seed=seed, layer=layer + 1)
+            self.res2 = ConvBN(c_out, dropout, dtype, seed=seed, layer=layer + 2)
 
     def call(self, inputs, training=False):
         h = self.pool(self.conv_bn(inputs, training=training))
@@ -85,11 +89,11 @@ class DavidNet(tf_keras.Model):
     def __init__(self, c=64, weight=0.125, dropout=0.05, dtype=None, seed=0):
         super().__init__(dtype=dtype)
         pool = tf_keras.layers.MaxPooling2D(dtype=dtype)
-        s = seed * 10  # a distinct dropout stream for each of the 8 ConvBN layers
-        self.init_conv_bn = ConvBN(c, dropout, dtype, seed=s)
-        self.blk1 = ResBlk(c * 2, pool, res=True, dropout=dropout, dtype=dtype, seed=s + 1)
-        self.blk2 = ResBlk(c * 4, pool, dropout=dropout, dtype=dtype, seed=s + 4)
-        self.blk3 = ResBlk(c * 8, pool, res=True, dropout=dropout, dtype=dtype, seed=s + 5)
+        # layer: a dropout stream of its own for each of the 8 ConvBN layers
+        self.init_conv_bn = ConvBN(c, dropout, dtype, seed=seed, layer=0)
+        self.blk1 = ResBlk(c * 2, pool, res=True, dropout=dropout, dtype=dtype, seed=seed, layer=1)
+        self.blk2 = ResBlk(c * 4, pool, dropout=dropout, dtype=dtype, seed=seed, layer=4)
+        self.blk3 = ResBlk(c * 8, pool, res=True, dropout=dropout, dtype=dtype, seed=seed, layer=5)
         self.pool = tf_keras.layers.GlobalMaxPool2D(dtype=dtype)
         self.linear = tf_keras.layers.Dense(10, kernel_initializer=init_pytorch, use_bias=False,
                                             dtype=dtype)

@@ -31,10 +31,20 @@ def make_lr_func(global_step, batches_per_epoch, epochs, learning_rate, batch_si
 
 
 def make_global_step():
-    """The seed's `tf.train.get_or_create_global_step()`. Each run gets its own: the
-    collection it lives in is keyed by graph, so a fresh (otherwise unused) graph keeps
-    two runs in one process (tests, benchmarks) from sharing one step counter."""
-    return tf.compat.v1.train.get_or_create_global_step(graph=tf.Graph())
+    """The seed's `tf.train.get_or_create_global_step()`, with two changes.
+
+    Each run gets its own: the collection the step lives in is keyed by graph, so a fresh
+    (otherwise unused) graph keeps two runs in one process (tests, benchmarks) from sharing
+    one counter. And the step lives where the optimizer updates it: TF's eager
+    `create_global_step` pins it to CPU:0, so on a GPU every compiled step would read and
+    increment a host variable, which an XLA-compiled step cannot do (its variables must be
+    on the device it runs on). Made here on the current device (the model's), put in the
+    graph's GLOBAL_STEP collection, and then fetched by the seed's own call."""
+    graph = tf.Graph()
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
+                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+    graph.add_to_collection(tf.compat.v1.GraphKeys.GLOBAL_STEP, step)
+    return tf.compat.v1.train.get_or_create_global_step(graph=graph)
 
 
 def make_optimizer(lr_func, momentum):

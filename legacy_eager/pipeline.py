@@ -6,6 +6,8 @@ import itertools
 import numpy as np
 import tensorflow as tf
 
+from legacy_eager.streams import stream_key
+
 
 def channel_stats(x_train, chunk=4096):
     """Per-channel mean and std of the uint8 training images (the seed's np.mean and np.std),
@@ -50,8 +52,9 @@ def test_set(x_test, y_test, mean, std, batch_size):
 # The same augmentation distribution as the seed's chain, but: the images stay uint8 and
 # unpadded (reflection is an index table), live on the device, and are shuffled as
 # indices; crop, flip and normalisation run on whole batches in one XLA-compiled gather.
-# Randomness is stateless, keyed by (seed, epoch) for the order and (seed, batch number)
-# for augmentation, so a batch can be reproduced from its number alone.
+# Randomness is stateless, keyed by (shuffle key, epoch) for the order and (augment key,
+# batch number) for augmentation, so a batch can be reproduced from its number alone; the
+# keys come from streams.stream_key, one per stream, so the streams never coincide.
 
 # Source row/column of each of the 40 positions of the reflect-padded (4 each side) axis.
 REFLECT_40 = np.array([abs(i - 4) if i < 36 else 66 - i for i in range(40)], np.int32)
@@ -60,7 +63,7 @@ REFLECT_40 = np.array([abs(i - 4) if i < 36 else 66 - i for i in range(40)], np.
 def random_crop_flip(images, seed):
     """Per-image random 32x32 crop of the reflect-padded batch and horizontal flip.
 
-    images: [B, 32, 32, C]; seed: int32 [2]. Offsets are uniform over 0..8 on each axis
+    images: [B, 32, 32, C]; seed: int64 [2]. Offsets are uniform over 0..8 on each axis
     and the flip has probability 1/2, independently per image, as `data_aug` draws them."""
     b = tf.shape(images)[0]
     draws = tf.random.stateless_uniform([3, b, 1], seed, minval=0, maxval=1 << 30, dtype=tf.int32)
@@ -86,6 +89,7 @@ class FastBatches:
         self.images, self.labels = tf.constant(x), tf.constant(y)
         self.n, self.batch_size, self.augment, self.seed = len(x), batch_size, augment, seed
         self.mean, self.std = mean, std
+        self.order_key, self.augment_key = stream_key("shuffle", seed), stream_key("augment", seed)
         self.epoch = 0
         self._load = tf.function(self._load_batch, jit_compile=True)
 
@@ -98,7 +102,7 @@ class FastBatches:
     def order(self, epoch):
         if not self.augment:
             return tf.range(self.n)
-        keys = tf.random.stateless_uniform([self.n], [self.seed, epoch])
+        keys = tf.random.stateless_uniform([self.n], tf.constant([self.order_key, epoch], tf.int64))
         return tf.argsort(keys)
 
     def __len__(self):
@@ -112,7 +116,7 @@ class FastBatches:
         """Epoch `epoch`'s batches from batch number `start` on: the same ones, whenever asked."""
         order = self.order(epoch)
         for k in range(start, len(self)):
-            batch_seed = tf.constant([self.seed, epoch * len(self) + k + 1], tf.int32)
+            batch_seed = tf.constant([self.augment_key, epoch * len(self) + k + 1], tf.int64)
             yield self._load(order[k * self.batch_size:(k + 1) * self.batch_size], batch_seed)
 
 

@@ -5,43 +5,19 @@ checkpoints/ (model, optimizer, global step; one per epoch, last 3 kept) and
 summary.json (at the end). Flags and data are checked before TensorFlow is imported,
 so a mistake costs a second, not a TensorFlow start-up.
 """
-import contextlib
 import json
 import os
 import platform
 import shutil
-import signal
 import sys
 import tempfile
-import threading
-import time
 
 import numpy as np
 
 from legacy_eager import data as cifar
-from legacy_eager import report
-from legacy_eager.config import Config, parse_args
+from legacy_eager import devices, report, run_folder
+from legacy_eager.config import parse_args
 from legacy_eager.errors import UsageError, run_cli
-
-RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "checkpoints")
-
-
-def check_out_dir(out):
-    """A new run folder; never one that already holds a run (its results would be mixed)."""
-    out = out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--out {out}: exists and is not a folder")
-    taken = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
-    if taken:
-        raise UsageError(f"--out {out}: already holds a run ({taken[0]}); choose a new --out")
-    return out
-
-
-def make_out_dir(out):
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"--out {out}: cannot create folder ({e.strerror})") from None
 
 
 def data_path(config):
@@ -76,7 +52,7 @@ def cluster_task():
         kind, index = tf_config["task"]["type"], int(tf_config["task"]["index"])
         chief_kind = "chief" if "chief" in cluster else "worker"
         return kind, index, (kind, index) == (chief_kind, 0)
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise UsageError(f"TF_CONFIG: not a cluster description ({type(e).__name__}: {e})") from None
 
 
@@ -104,82 +80,56 @@ def make_strategy(config, tf):
     return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)])
 
 
-def resumed_config(run_dir):
-    """The Config a run in run_dir was started with, pointed at the same data."""
-    path = os.path.join(run_dir, "config.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            saved = json.load(f)
-        values = dict(saved["config"], data=saved["data"]["path"], out=run_dir, resume=run_dir)
-        return Config(**values)
-    except FileNotFoundError:
-        raise UsageError(f"--resume {run_dir}: no config.json; expected a run folder") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise UsageError(f"{path}: not a run config ({type(e).__name__}: {e})") from None
+# ---------------------------------------------------------------- the stages of a run
 
 
-def keep_metrics_of(out, epochs):
-    """metrics.jsonl cut to the epochs a checkpoint holds, so a resumed run never writes an
-    epoch twice (a crash can fall between an epoch's line and its checkpoint)."""
-    path = os.path.join(out, "metrics.jsonl")
-    if not os.path.exists(path):
-        return
-    with open(path, encoding="utf-8") as f:
-        kept = [line for line in f if line.strip() and json.loads(line)["epoch"] <= epochs]
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(kept)
-    os.replace(tmp, path)
-
-
-@contextlib.contextmanager
-def signals_recorded():
-    """SIGINT and SIGTERM set a flag (read by the training loop between steps) instead
-    of killing the process mid-write. Yields a function returning the signal or None."""
-    caught = []
-    handler = lambda signum, frame: caught.append(signum)  # noqa: E731
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: None
-        return
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield lambda: caught[0] if caught else None
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def run(config, log=print, warn=None):
-    warn = warn or (lambda message: print(message, file=sys.stderr))
-    resuming = config.resume is not None
-    if resuming:
-        config = resumed_config(config.resume)
-    if config.precision == "mixed_float16" and (config.devices > 1 or cluster_task()):
+def settle_config(config):
+    """The run's Config (a resumed run's own), checked for combinations that cannot run."""
+    if config.resume is not None:
+        info = run_folder.read_run_info(config.resume, flag="--resume")
+        config = run_folder.run_config(info, out=config.resume, resume=config.resume,
+                                       allow_cpu=config.allow_cpu)
+    task = cluster_task()
+    if config.precision == "mixed_float16" and (config.devices > 1 or task):
         raise UsageError("--precision mixed_float16 runs on one device only (its loss "
                          "scaling is not synchronised across replicas); use mixed_bfloat16")
-    task = cluster_task()
-    chief = task is None or task[2]
-    # Validate everything that needs no TensorFlow first.
-    out = config.out if resuming else check_out_dir(config.out)
-    if not chief:  # other workers write their (identical) checkpoints to a scratch folder
-        out = tempfile.mkdtemp(prefix=f"davidnet-{task[0]}{task[1]}-")
-    source, (x_train, y_train), (x_test, y_test) = load_data(config)
-    make_out_dir(out)
+    if task and config.devices > 1:
+        raise UsageError(f"--devices {config.devices} with TF_CONFIG: a cluster trains one "
+                         "replica per worker; drop --devices (or TF_CONFIG for one machine)")
+    return config, task
 
+
+def choose_out_dir(config, task):
+    """The run folder (checked before any work), or a scratch folder for a non-chief worker."""
+    out = config.out if config.resume else run_folder.check_out_dir(config.out)
+    if task is not None and not task[2]:  # other workers' (identical) checkpoints
+        out = tempfile.mkdtemp(prefix=f"davidnet-{task[0]}{task[1]}-")
+    return out
+
+
+def start_tensorflow(config, log, warn):
+    """Import TensorFlow, choose the strategy, and say which devices train; stop (exit 2)
+    when nvidia-smi sees a GPU that TensorFlow cannot use, unless the CPU is allowed."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
     strategy = make_strategy(config, tf)
-    from legacy_eager import pipeline
-    from legacy_eager.trainer import Trainer, fit, restore_latest, weights_fingerprint
-
+    tf_gpus = devices.tensorflow_gpus(tf)
+    warning = devices.check_gpu_seen(tf_gpus, devices.nvidia_smi_gpus(), config.allow_cpu)
+    if warning:
+        warn(warning)
+    used = devices.describe(tf_gpus)
+    log(f"devices: {used}")
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     tf.random.set_seed(config.seed)
-    len_train, len_test = len(x_train), len(x_test)
-    train_mean, train_std = pipeline.channel_stats(x_train)
-    trainer = Trainer(config, len_train, strategy=strategy)
-    run_info = {
+    return tf, strategy, {"used": used, "gpus": [name for _, name in tf_gpus],
+                          "logical": [d.name for d in tf.config.list_logical_devices()]}
+
+
+def describe_run(config, tf, source, len_train, len_test, train_mean, train_std, trainer,
+                 device_info):
+    return {
         "config": config.to_dict(),
         "data": {"source": source, "path": data_path(config),
                  "len_train": len_train, "len_test": len_test,
@@ -189,18 +139,63 @@ def run(config, log=print, warn=None):
         "batches_per_epoch": trainer.batches_per_epoch,
         "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
                      "numpy": np.__version__},
-        "devices": [d.name for d in tf.config.list_logical_devices()],
+        "devices": device_info,
     }
-    if resuming:
-        restored = restore_latest(trainer, out, warn)
-        done = int(trainer.progress.epoch.numpy())
-        keep_metrics_of(out, done)
-        log(f"resuming {out} from {restored or 'the start (no checkpoint)'}: epoch {done + 1}, "
-            f"batch {int(trainer.progress.batch.numpy())}, global step "
-            f"{int(trainer.global_step.numpy())}")
-    else:
+
+
+def restore_or_record(config, trainer, out, run_info, log, warn):
+    """--resume: the newest good checkpoint and metrics.jsonl cut to match it.
+    A new run: config.json."""
+    from legacy_eager.checkpoints import restore_latest
+
+    if config.resume is None:
         report.write_json_atomic(os.path.join(out, "config.json"), dict(
             run_info, config=dict(run_info["config"], out=out)))
+        return
+    restored = restore_latest(trainer, out, warn)
+    done = int(trainer.progress.epoch.numpy())
+    run_folder.keep_metrics_of(out, done)
+    log(f"resuming {out} from {restored or 'the start (no checkpoint)'}: epoch {done + 1}, "
+        f"batch {int(trainer.progress.batch.numpy())}, global step "
+        f"{int(trainer.global_step.numpy())}")
+
+
+def finish(config, trainer, final, out, run_info, task, log):
+    """summary.json and the run's last line."""
+    from legacy_eager.checkpoints import weights_fingerprint
+
+    if final is None:  # resumed a run that had already finished
+        final = run_folder.read_metrics(out)[-1]
+    chief = task is None or task[2]
+    summary = dict(run_info, final=final, total_time_s=final["elapsed_s"], out=out,
+                   weights_sha256=weights_fingerprint(trainer), chief=chief)
+    report.write_json_atomic(os.path.join(out, "summary.json"), summary)
+    log(f"final val_acc {final['val_acc']:.4f} after {config.epochs} epochs "
+        f"({summary['total_time_s']:.0f} s); weights sha256 {summary['weights_sha256'][:16]}; "
+        + (f"run folder {out}" if chief else f"worker {task[1]} (the chief keeps the run)"))
+    if not chief:
+        shutil.rmtree(out, ignore_errors=True)
+    return summary
+
+
+def run(config, log=print, warn=None):
+    warn = warn or (lambda message: print(message, file=sys.stderr))
+    config, task = settle_config(config)
+    out = choose_out_dir(config, task)
+    source, (x_train, y_train), (x_test, y_test) = load_data(config)
+    tf, strategy, device_info = start_tensorflow(config, log, warn)
+    run_folder.make_out_dir(out)
+
+    from legacy_eager import pipeline
+    from legacy_eager.loop import fit, signals_recorded
+    from legacy_eager.trainer import Trainer
+
+    len_train, len_test = len(x_train), len(x_test)
+    train_mean, train_std = pipeline.channel_stats(x_train)
+    trainer = Trainer(config, len_train, strategy=strategy)
+    run_info = describe_run(config, tf, source, len_train, len_test, train_mean, train_std,
+                            trainer, device_info)
+    restore_or_record(config, trainer, out, run_info, log, warn)
     log(f"DavidNet width {config.width}, {len_train} train / {len_test} test images from "
         f"{source}, mode {config.mode}, {config.pipeline} pipeline, {config.precision}, "
         f"{config.epochs} epochs; writing {out}")
@@ -212,18 +207,7 @@ def run(config, log=print, warn=None):
     del x_train, x_test  # each pipeline holds its own copy; these would double the memory
     with signals_recorded() as stop:
         final = fit(trainer, train_set, test_set, len_train, len_test, out, log=log, stop=stop)
-    if final is None:  # resumed a run that had already finished
-        with open(os.path.join(out, "metrics.jsonl"), encoding="utf-8") as f:
-            final = json.loads(f.read().splitlines()[-1])
-    summary = dict(run_info, final=final, total_time_s=final["elapsed_s"], out=out,
-                   weights_sha256=weights_fingerprint(trainer), chief=chief)
-    report.write_json_atomic(os.path.join(out, "summary.json"), summary)
-    log(f"final val_acc {final['val_acc']:.4f} after {config.epochs} epochs "
-        f"({summary['total_time_s']:.0f} s); weights sha256 {summary['weights_sha256'][:16]}; "
-        + (f"run folder {out}" if chief else f"worker {task[1]} (the chief keeps the run)"))
-    if not chief:
-        shutil.rmtree(out, ignore_errors=True)
-    return summary
+    return finish(config, trainer, final, out, run_info, task, log)
 
 
 def main(argv=None):

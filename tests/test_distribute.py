@@ -53,7 +53,8 @@ def test_two_device_run_learns_and_exports_what_it_evaluated(tmp_path):
         cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.load(open(out / "summary.json"))
-    assert any(d.endswith("CPU:1") for d in summary["devices"])
+    assert any(d.endswith("CPU:1") for d in summary["devices"]["logical"])
+    assert summary["devices"]["used"].startswith("CPU (")
     records = [json.loads(line) for line in open(out / "metrics.jsonl")]
     assert records[-1]["train_loss"] < 0.8 * records[0]["train_loss"]  # it learns
     assert records[-1]["global_step"] == 4 * 6  # 192 images in global batches of 32

@@ -174,6 +174,46 @@ def test_export_of_a_folder_that_is_no_run(tmp_path, capsys):
     assert err.startswith(f"error: --run {tmp_path}: no config.json") and "\n" not in err
 
 
+def _rewritten_copy(run_dir, folder, change):
+    """A copy of the run whose newest checkpoint is the last one changed by change(trainer)."""
+    import shutil
+
+    from legacy_eager import checkpoints, run_folder
+    from legacy_eager.trainer import Trainer
+
+    copy = str(folder / "copy")
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("saved_model", "*.onnx"))
+    info = run_folder.read_run_info(copy)
+    trainer = Trainer(run_folder.run_config(info), info["data"]["len_train"])
+    trainer.checkpoint.restore(checkpoints.latest(copy)).assert_existing_objects_matched()
+    change(trainer)
+    checkpoints.manager(trainer, copy).save(checkpoint_number=int(trainer.global_step.numpy()) + 1)
+    return copy
+
+
+def _infinite_gamma(trainer):
+    gamma = trainer.model.blk3.res1.bn.gamma
+    gamma.assign(gamma * float("inf"))
+
+
+@pytest.mark.parametrize("change,expected", [
+    (_infinite_gamma, "holds a non-finite value in model/blk3/res1/bn/gamma; a diverged model "
+                      "is not exported"),
+    (lambda t: t.progress.set(epoch=1, batch=2), "the run stopped in epoch 2 of 2, after batch 2"),
+    (lambda t: t.progress.set(epoch=1, batch=0), "the run stopped after epoch 1 of 2"),
+])
+def test_export_refuses_a_diverged_or_unfinished_run(exported, tmp_path, capsys, change, expected):
+    copy = _rewritten_copy(exported[0], tmp_path, change)
+    for main in (savedmodel.main, onnx_export.main):
+        assert main(["--run", copy]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: --run {copy}: ") and expected in err and "\n" not in err
+    if "stopped" in expected:
+        assert f"finish it with ./run.sh --resume {copy} before exporting" in err
+    assert not os.path.exists(os.path.join(copy, "saved_model"))
+    assert not os.path.exists(os.path.join(copy, "model.onnx"))
+
+
 # ---------------------------------------------------------------- predict
 
 

@@ -43,12 +43,72 @@ def test_absurd_learning_rate_stops_with_exit_3(tree, tmp_path, capsys):
                        "--epochs", "3", "--lr", "1e12"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 3
-    assert err.startswith("error: loss is not finite at global step ")
-    assert "epoch" in err and "learning rate" in err and "last good checkpoint" in err
+    assert err.startswith("error: ") and "not finite" in err and "epoch 1" in err
+    assert err.endswith("the last good checkpoint is none (no epoch had finished)")
     assert not (out / "summary.json").exists()
-    lines = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
-    import math
-    assert all(math.isfinite(json.loads(line)["train_loss"]) for line in lines)
+    assert not (out / "checkpoints").exists()
+    assert not (out / "metrics.jsonl").exists()  # nothing of the diverged epoch is kept
+
+
+def _poison_after(monkeypatch, epoch, poison):
+    """Make the given epoch's training end with `poison(trainer)` applied after its last
+    step: the loss of every step stays finite, only the state is not."""
+    from legacy_eager.trainer import Trainer
+
+    real = Trainer.train_epoch
+    calls = []
+
+    def train_epoch(self, batches, **kwargs):
+        result = real(self, batches, **kwargs)
+        calls.append(1)
+        if len(calls) == epoch:
+            poison(self)
+        return result
+    monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
+
+
+def _overflow_weight(trainer):
+    w = trainer.model.linear.kernel
+    w.assign(tf.tensor_scatter_nd_update(w, [[0, 0]], [float("inf")]))
+
+
+def _infinite_moving_variance(trainer):
+    v = trainer.model.blk2.conv_bn.bn.moving_variance
+    v.assign(tf.tensor_scatter_nd_update(v, [[0]], [float("inf")]))
+
+
+import tensorflow as tf  # noqa: E402
+
+
+@pytest.mark.parametrize("epoch,poison,named", [
+    (1, _overflow_weight, "variable model/linear/kernel is not finite in epoch 1"),
+    (3, _overflow_weight, "variable model/linear/kernel is not finite in epoch 3"),
+    (2, _infinite_moving_variance, "variable model/blk2/conv_bn/bn/moving_variance is not finite in epoch 2"),
+])
+def test_diverged_state_stops_before_saving(tree, tmp_path, capsys, monkeypatch, epoch, poison,
+                                            named):
+    """Finite losses but overflowing weights after an epoch's last step (first or final
+    epoch), or an infinite BatchNorm moving variance (logits stay finite: x / sqrt(inf)
+    is 0): exit 3 naming it, no line and no checkpoint for that epoch, nothing exported."""
+    from export import pipeline as export_pipeline
+
+    _poison_after(monkeypatch, epoch, poison)
+    out = tmp_path / "run"
+    code = export_pipeline.main(["--data", tree, "--out", str(out), "--width", "4",
+                                 "--batch-size", "16", "--epochs", "3"], log=lambda *a: None)
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 3, err
+    assert named in err
+    lines = (out / "metrics.jsonl").read_text().splitlines() if epoch > 1 else []
+    assert [json.loads(line)["epoch"] for line in lines] == list(range(1, epoch))
+    kept = tf.train.latest_checkpoint(str(out / "checkpoints"))
+    if epoch == 1:
+        assert kept is None and err.endswith("none (no epoch had finished)")
+    else:
+        assert err.endswith(f"the last good checkpoint is {kept}")
+        assert int(tf.train.load_checkpoint(kept).get_tensor(
+            "progress/epoch/.ATTRIBUTES/VARIABLE_VALUE")) == epoch - 1
+    assert not (out / "summary.json").exists() and not (out / "saved_model").exists()
 
 
 def test_resume_refuses_other_flags(capsys):

@@ -1,0 +1,119 @@
+"""The seed's epoch loop, resumable: train, check, evaluate, log, checkpoint.
+
+Each epoch ends with a JSON line and a checkpoint, in that order, and only when nothing
+has diverged: the training loss, every checkpointed variable and val_loss must be finite,
+else the run stops with exit 3 and keeps its last good checkpoint. SIGINT and SIGTERM
+finish the current step, save a checkpoint (if finite) and stop with 130 or 143.
+"""
+import contextlib
+import signal
+import threading
+import time
+
+from legacy_eager import checkpoints, report
+from legacy_eager.errors import UserFacingError
+from legacy_eager.schedule import lr_schedule
+from legacy_eager.trainer import Diverged
+
+
+class Interrupted(UserFacingError):
+    """SIGINT (exit 130) or SIGTERM (exit 143) arrived; a checkpoint was saved first."""
+
+    def __init__(self, message, signum):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+@contextlib.contextmanager
+def signals_recorded():
+    """SIGINT and SIGTERM set a flag (read by the training loop between steps) instead
+    of killing the process mid-write. Yields a function returning the signal or None."""
+    caught = []
+    handler = lambda signum, frame: caught.append(signum)  # noqa: E731
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: caught[0] if caught else None
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def signal_name(signum):
+    return signal.Signals(signum).name
+
+
+def fit(trainer, train_set, test_set, len_train, len_test, out_dir, log=print, stop=None):
+    """Epochs from where trainer.progress stands (zero for a new run, the restored state
+    for --resume) to the last. Returns the last epoch's record (None: nothing left)."""
+    from legacy_eager.pipeline import epoch_batches
+
+    config, progress = trainer.config, trainer.progress
+    metrics = report.JsonLines(f"{out_dir}/metrics.jsonl")
+    saver = checkpoints.manager(trainer, out_dir)
+    should_stop = (lambda: stop() is not None) if stop else None
+    resume_hint = f"resume with: ./run.sh --resume {out_dir}"
+
+    def check_finite(epoch, val_loss=None):
+        """Exit 3, saving nothing, if anything that a checkpoint would keep diverged."""
+        problem = trainer.divergence(epoch, val_loss)
+        if problem is not None:
+            kept = saver.latest_checkpoint
+            raise Diverged(f"{problem}; stopped without saving; the last good checkpoint is "
+                           f"{kept or 'none (no epoch had finished)'}")
+
+    def save():
+        saver.save(checkpoint_number=int(trainer.global_step.numpy()))
+
+    log(report.header_row())
+    record = None
+    t_start, elapsed_before = time.time(), float(progress.elapsed.numpy())
+    for epoch in range(int(progress.epoch.numpy()), config.epochs):
+        start = int(progress.batch.numpy())
+        t_epoch = time.time()
+        loss_sum, correct_sum, ran = trainer.train_epoch(
+            epoch_batches(train_set, epoch, start), desc=f"epoch {epoch + 1}",
+            total=trainer.steps_per_epoch - start, should_stop=should_stop)
+        loss_sum += float(progress.loss_sum.numpy())
+        correct_sum += float(progress.correct_sum.numpy())
+        train_time = float(progress.train_time.numpy()) + time.time() - t_epoch
+        if start + ran < trainer.steps_per_epoch:  # a signal stopped the epoch
+            progress.set(epoch=epoch, batch=start + ran, loss_sum=loss_sum,
+                         correct_sum=correct_sum, train_time=train_time,
+                         elapsed=elapsed_before + time.time() - t_start)
+            check_finite(epoch + 1)
+            save()
+            raise Interrupted(
+                f"stopped by {signal_name(stop())} in epoch {epoch + 1} after batch "
+                f"{start + ran} of {trainer.steps_per_epoch} (global step "
+                f"{int(trainer.global_step.numpy())}); checkpoint saved; {resume_hint}", stop())
+        check_finite(epoch + 1)  # before spending time on evaluation
+        t_eval = time.time()
+        test_loss, test_acc = trainer.evaluate(test_set)
+        eval_time = time.time() - t_eval
+        elapsed = elapsed_before + time.time() - t_start
+        record = {
+            "epoch": epoch + 1,
+            # The seed prints lr_schedule(epoch+1): the schedule at the epoch's end, per batch.
+            "lr": float(lr_schedule(epoch + 1, config.epochs, config.lr)),
+            "train_loss": loss_sum / len_train, "train_acc": correct_sum / len_train,
+            "val_loss": test_loss / len_test, "val_acc": test_acc / len_test,
+            "train_time_s": train_time, "eval_time_s": eval_time,
+            "epoch_time_s": train_time + eval_time, "elapsed_s": elapsed,
+            "images_per_s": len_train / train_time,
+            "global_step": int(trainer.global_step.numpy()),
+        }
+        check_finite(epoch + 1, record["val_loss"])
+        # The line first, then the checkpoint that counts it: a crash in between leaves
+        # a line that --resume drops (the checkpoint says the epoch is not done).
+        metrics.write(record)
+        progress.set(epoch=epoch + 1, batch=0, loss_sum=0.0, correct_sum=0.0, train_time=0.0,
+                     elapsed=elapsed)
+        save()
+        log(report.format_row(record))
+        if stop is not None and stop() is not None:  # the signal came during evaluation
+            raise Interrupted(f"stopped by {signal_name(stop())} after epoch {epoch + 1}; "
+                              f"checkpoint saved; {resume_hint}", stop())
+    return record
