@@ -2,30 +2,59 @@
 # ./run.sh [FLAGS]   train DavidNet, export SavedModel + ONNX, check them (flags: ./run.sh --help)
 # ./run.sh test [PYTEST ARGS]   run the test suite
 # ./run.sh bench [--quick]      run the benchmarks
+# ./run.sh --print-install      print the pip command it would run, and stop
 # Uses the active virtualenv, else creates .venv/ beside this script, and installs
-# requirements.txt into it unless every pinned version is already there.
+# requirements.txt into it unless every pinned version is already there. With an NVIDIA GPU
+# (nvidia-smi -L lists one, or DAVIDNET_DEVICE=gpu) it adds tensorflow[and-cuda] at the
+# same version, whose CUDA 12 libraries TensorFlow needs to use the GPU; DAVIDNET_DEVICE=cpu
+# installs the CPU set whatever the machine has.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 if [[ -n "${VIRTUAL_ENV:-}" ]]; then
   PY="$VIRTUAL_ENV/bin/python"
 else
-  if [[ ! -x "$ROOT/.venv/bin/python" ]]; then
-    BASE_PY="${PYTHON:-python3}"
-    if ! "$BASE_PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
-      echo "run.sh: needs Python 3.10 or newer as '$BASE_PY' (set PYTHON=/path/to/python3)" >&2
-      exit 2
-    fi
-    echo "run.sh: creating $ROOT/.venv" >&2
-    "$BASE_PY" -m venv "$ROOT/.venv"
+  BASE_PY="${PYTHON:-python3}"
+  if [[ ! -x "$ROOT/.venv/bin/python" ]] &&
+     ! "$BASE_PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    echo "run.sh: needs Python 3.10 or newer as '$BASE_PY' (set PYTHON=/path/to/python3)" >&2
+    exit 2
   fi
   PY="$ROOT/.venv/bin/python"
 fi
 
-# Install only when a pinned requirement is missing or at another version.
-if ! "$PY" - "$ROOT/requirements.txt" <<'PYCHECK'
+# Which TensorFlow: the CUDA set when nvidia-smi lists a GPU (or DAVIDNET_DEVICE=gpu), the
+# plain CPU set otherwise (or DAVIDNET_DEVICE=cpu). The version is requirements.txt's.
+TF_VERSION="$(sed -n 's/^tensorflow==\([^ #]*\).*/\1/p' "$ROOT/requirements.txt")"
+case "${DAVIDNET_DEVICE:-auto}" in
+  gpu|GPU) FLAVOUR=gpu ;;
+  cpu|CPU) FLAVOUR=cpu ;;
+  auto|"")
+    if command -v nvidia-smi >/dev/null 2>&1 && timeout 20 nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
+      FLAVOUR=gpu
+    else
+      FLAVOUR=cpu
+    fi ;;
+  *) echo "run.sh: DAVIDNET_DEVICE=$DAVIDNET_DEVICE: expected gpu, cpu or auto" >&2; exit 2 ;;
+esac
+TF_REQ="tensorflow==$TF_VERSION"
+[[ "$FLAVOUR" == gpu ]] && TF_REQ="tensorflow[and-cuda]==$TF_VERSION"
+PIP_CMD=("$PY" -m pip install --disable-pip-version-check -q -r "$ROOT/requirements.txt" "$TF_REQ")
+
+if [[ "${1:-}" == "--print-install" || -n "${DAVIDNET_PRINT_INSTALL:-}" ]]; then
+  echo "${PIP_CMD[*]}"  # what would be installed, without installing or creating anything
+  exit 0
+fi
+if [[ ! -x "$PY" ]]; then
+  echo "run.sh: creating $ROOT/.venv" >&2
+  "$BASE_PY" -m venv "$ROOT/.venv"
+fi
+
+# Install only when a pinned requirement (or, for the GPU, a CUDA package that
+# tensorflow[and-cuda] needs) is missing or at another version.
+if ! "$PY" - "$ROOT/requirements.txt" "$FLAVOUR" <<'PYCHECK'
 import sys
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, requires, version
 for line in open(sys.argv[1]):
     line = line.split("#")[0].strip()
     if not line:
@@ -36,10 +65,24 @@ for line in open(sys.argv[1]):
             sys.exit(1)
     except PackageNotFoundError:
         sys.exit(1)
+if sys.argv[2] == "gpu":
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:
+        from pip._vendor.packaging.requirements import Requirement
+    for spec in requires("tensorflow") or []:
+        req = Requirement(spec)
+        if req.marker is None or not req.marker.evaluate({"extra": "and-cuda"}):
+            continue
+        try:
+            if version(req.name) not in req.specifier:
+                sys.exit(1)
+        except PackageNotFoundError:
+            sys.exit(1)
 PYCHECK
 then
-  echo "run.sh: installing requirements.txt" >&2
-  "$PY" -m pip install --disable-pip-version-check -q -r "$ROOT/requirements.txt"
+  echo "run.sh: installing requirements.txt with $TF_REQ" >&2
+  "${PIP_CMD[@]}"
 fi
 
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
