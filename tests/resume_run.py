@@ -41,27 +41,37 @@ def metrics(out):
 def final_tensors(out):
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(out, "checkpoints")))
     return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
-            if k.startswith(("model/", "optimizer/", "global_step"))}
+            if k.startswith(("model/", "optimizer/", "global_step", "loss_scale/"))}
 
 
 def same_tensors(a, b):
     return sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def main(workdir, pipeline_name):
+def main(workdir, pipeline_name, precision="fp32", scope="full"):
     (xt, yt), (xs, ys) = synthetic.make_arrays(160, 1), synthetic.make_arrays(40, 2)
     tree = synthetic.write_image_tree(os.path.join(workdir, "data"), xt, yt, xs, ys)
     flags = ["--data", tree, "--width", "4", "--batch-size", "16", "--epochs", str(EPOCHS),
-             "--deterministic", "--pipeline", pipeline_name]
-    out = {name: os.path.join(workdir, name) for name in ("a", "a2", "b", "c")}
-    codes = {"a": train.main(flags + ["--out", out["a"]]),
-             "a2": train.main(flags + ["--out", out["a2"]])}
+             "--deterministic", "--pipeline", pipeline_name, "--precision", precision]
+    names = ("a", "a2", "b", "c") if scope == "full" else ("a", "b")
+    out = {name: os.path.join(workdir, name) for name in names}
+    codes = {name: train.main(flags + ["--out", out[name]]) for name in ("a", "a2") if name in out}
 
     restore = interrupt_at(epoch=1, batch=3)  # epoch 2, after its 4th batch
     codes["b_interrupted"] = train.main(flags + ["--out", out["b"]])
     restore()
     lines_while_stopped = len(metrics(out["b"]))
     codes["b_resumed"] = train.main(["--resume", out["b"]])
+    a = final_tensors(out["a"])
+    if scope != "full":
+        print(json.dumps({
+            "codes": codes, "lines_while_stopped": lines_while_stopped,
+            "epochs": {k: [r["epoch"] for r in metrics(v)] for k, v in out.items()},
+            "resumed_identical": metrics(out["a"]) == metrics(out["b"]),
+            "resumed_same_weights": same_tensors(a, final_tensors(out["b"])),
+            "tensors": len(a), "keys": sorted(a),
+        }))
+        return
 
     # C: stopped by SIGTERM, then its newest checkpoint damaged: resume falls back one.
     restore = interrupt_at(epoch=1, batch=3, signum=signal.SIGTERM)
@@ -72,7 +82,6 @@ def main(workdir, pipeline_name):
         f.truncate(100)
     codes["c_resumed"] = train.main(["--resume", out["c"]])
 
-    a = final_tensors(out["a"])
     print(json.dumps({
         "codes": codes,
         "lines_while_stopped": lines_while_stopped,
@@ -88,4 +97,4 @@ def main(workdir, pipeline_name):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

@@ -30,6 +30,96 @@ def test_interrupted_and_resumed_runs_equal_uninterrupted_ones(tmp_path, pipelin
     assert "is damaged" in done.stderr and "trying the one before" in done.stderr
 
 
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_half_precision_runs_resume_exactly(tmp_path, precision):
+    """Stopped by SIGINT in epoch 2 and resumed: the same metrics and tensors as the run
+    left alone, the float16 loss scale and its count of finite steps included."""
+    done = subprocess.run([sys.executable, "-m", "tests.resume_run", str(tmp_path), "fast",
+                           precision, "light"],
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    assert r["codes"] == {"a": 0, "b_interrupted": 130, "b_resumed": 0}
+    assert r["lines_while_stopped"] == 1
+    assert r["epochs"] == {"a": [1, 2, 3], "b": [1, 2, 3]}
+    assert r["resumed_identical"] and r["resumed_same_weights"] and r["tensors"] > 40
+    if precision == "mixed_float16":
+        assert {"loss_scale/scale/.ATTRIBUTES/VARIABLE_VALUE",
+                "loss_scale/good_steps/.ATTRIBUTES/VARIABLE_VALUE"} <= set(r["keys"])
+
+
+def test_seed_pipeline_resumes_as_the_readme_says(tree, tmp_path, monkeypatch):
+    """The seed's tf.data chain cannot replay an order: the resumed epoch runs only its
+    remaining batches, drawn from a fresh shuffle, so the run still has every epoch once
+    and the global step of an uninterrupted run."""
+    import signal
+
+    from legacy_eager import pipeline
+
+    real = pipeline.epoch_batches
+    seen = []
+
+    def batches(train_set, epoch, start=0):
+        seen.append((epoch, start))
+        for k, item in enumerate(real(train_set, epoch, start), start=start):
+            yield item
+            if (epoch, k) == (1, 0) and start == 0:
+                os.kill(os.getpid(), signal.SIGINT)
+    monkeypatch.setattr(pipeline, "epoch_batches", batches)
+    out = tmp_path / "seed"
+    flags = ["--data", tree, "--out", str(out), "--width", "4", "--batch-size", "16",
+             "--epochs", "3", "--pipeline", "seed"]
+    assert train.main(flags) == 130
+    assert train.main(["--resume", str(out)]) == 0
+    # The signal arrives as batch 2 is fetched, so 2 batches ran; epoch 2 goes on from its 3rd.
+    assert seen == [(0, 0), (1, 0), (1, 2), (2, 0)]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert records[-1]["global_step"] == 3 * 3  # 48 images, batches of 16
+
+
+def test_half_written_metrics_line_is_dropped_on_resume(tree, tmp_path, monkeypatch):
+    """A crash while epoch 2's line is being written (before its checkpoint): --resume
+    drops the half line, recomputes epoch 2 and finishes with one line per epoch."""
+    from legacy_eager import report
+
+    real_write = report.JsonLines.write
+
+    def crash_in_epoch_2(self, record):
+        if record["epoch"] == 2:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record)[:40])  # half a line, no newline
+            raise KeyboardInterrupt  # stands in for the process dying here
+        real_write(self, record)
+    monkeypatch.setattr(report.JsonLines, "write", crash_in_epoch_2)
+    out = tmp_path / "half"
+    flags = ["--data", tree, "--out", str(out), "--width", "4", "--batch-size", "16", "--epochs", "3"]
+    assert train.main(flags) == 130
+    assert (out / "metrics.jsonl").read_text().count("\n") == 1  # epoch 1, then half a line
+    monkeypatch.setattr(report.JsonLines, "write", real_write)
+    assert train.main(["--resume", str(out)]) == 0
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+
+
+def test_float16_loss_scale_state_is_checkpointed(tmp_path):
+    import dataclasses
+
+    from legacy_eager.config import Config
+    from legacy_eager.trainer import Trainer
+
+    config = dataclasses.replace(Config(), width=4, batch_size=16, precision="mixed_float16")
+    trainer = Trainer(config, 48)
+    trainer.loss_scale.scale.assign(256.0)
+    trainer.loss_scale.good_steps.assign(1234)
+    path = trainer.checkpoint.save(str(tmp_path / "ckpt"))
+    fresh = Trainer(config, 48)
+    fresh.checkpoint.restore(path).assert_existing_objects_matched()
+    assert float(fresh.loss_scale.scale.numpy()) == 256.0
+    assert int(fresh.loss_scale.good_steps.numpy()) == 1234
+
+
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
     root = tmp_path_factory.mktemp("data") / "cifar"
