@@ -1,14 +1,49 @@
-"""Replace a file or folder so that readers see the old one or the new one, never half."""
+"""Replace a file or folder so that readers see the old one or the new one, never half,
+and a crash at any moment leaves one of them under the real name (at worst until the
+next start, which puts it back).
+
+A folder is swapped in three renames-and-removes: the previous copy is moved aside into
+`.NAME.old-*/NAME`, the new one is renamed into place, and only then is the previous copy
+deleted. A crash between the first two leaves no NAME, but the previous copy whole:
+`recover(target)`, which every staged_path runs first, renames it back.
+"""
+import glob
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 
 
+def _between(step):
+    """Called between the swap's steps; tests replace it to crash the process there."""
+
+
+def _aside(target):
+    parent, base = os.path.split(os.path.abspath(target))
+    return sorted(glob.glob(os.path.join(parent, f".{base}.old-*")))
+
+
+def recover(target):
+    """After a crash: put the previous copy back if the target is missing, and remove
+    scratch and stale previous copies. Returns True when it put a copy back."""
+    parent, base = os.path.split(os.path.abspath(target))
+    restored = False
+    for folder in reversed(_aside(target)):
+        kept = os.path.join(folder, base)
+        if not os.path.exists(target) and os.path.exists(kept):
+            os.replace(kept, target)
+            restored = True
+        shutil.rmtree(folder, ignore_errors=True)
+    for scratch in glob.glob(os.path.join(parent, f".{base}.tmp-*")):
+        shutil.rmtree(scratch, ignore_errors=True)
+    return restored
+
+
 @contextmanager
 def staged_path(target, is_dir):
     """Yield a scratch path beside `target`; on success it takes `target`'s place, on any
     error it is removed and `target` is untouched."""
+    recover(target)
     parent = os.path.dirname(os.path.abspath(target))
     base = os.path.basename(target)
     scratch = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
@@ -18,14 +53,17 @@ def staged_path(target, is_dir):
     staged = scratch if is_dir else os.path.join(scratch, base)
     try:
         yield staged
+        _between("staged")
         if is_dir:
-            old = None
+            aside = None
             if os.path.exists(target):
-                old = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
-                os.replace(target, os.path.join(old, base))
+                aside = tempfile.mkdtemp(prefix=f".{base}.old-", dir=parent)
+                os.replace(target, os.path.join(aside, base))
+                _between("previous moved aside")
             os.replace(staged, target)
-            if old:
-                shutil.rmtree(old, ignore_errors=True)
+            _between("new in place")
+            if aside:
+                shutil.rmtree(aside, ignore_errors=True)
         else:
             os.replace(staged, target)
     finally:

@@ -108,6 +108,7 @@ def parity(onnx_path, saved_model, images, labels, class_names):
         "max_abs_logits_diff": max_diff, "top1_agreement": float(np.mean(agree)),
         "threshold_max_abs_logits_diff": MAX_LOGIT_DIFF,
         "passed": bool(max_diff <= MAX_LOGIT_DIFF and agree.all()),
+        "result": "pass" if max_diff <= MAX_LOGIT_DIFF and agree.all() else "fail",
         "onnx_accuracy": accuracy_report(predicted, labels, class_names)["accuracy"],
         "savedmodel_accuracy": float(np.mean(np.argmax(reference, 1) == labels)),
     }, predicted

@@ -47,7 +47,7 @@ def test_onnx_parity_and_interface(exported):
     import onnx
 
     run_dir, result = exported
-    assert result["passed"] and result["top1_agreement"] == 1.0
+    assert result["passed"] and result["result"] == "pass" and result["top1_agreement"] == 1.0
     assert result["max_abs_logits_diff"] <= 1e-4 and result["images"] == 30
     assert json.load(open(os.path.join(run_dir, "parity.json"))) == result
     model = onnx.load(os.path.join(run_dir, "model.onnx"))
@@ -162,7 +162,8 @@ def test_failed_parity_keeps_the_earlier_onnx_model(exported, monkeypatch):
     monkeypatch.setattr(onnx_export, "MAX_LOGIT_DIFF", -1.0)  # nothing can pass
     assert onnx_export.main(["--run", run_dir]) == 1
     assert open(model_path, "rb").read() == before
-    assert json.load(open(os.path.join(run_dir, "parity.json")))["passed"] is False
+    parity = json.load(open(os.path.join(run_dir, "parity.json")))
+    assert parity["passed"] is False and parity["result"] == "fail"
     assert _scratch(run_dir) == []
     monkeypatch.undo()
     onnx_export.export_onnx(run_dir, log=lambda *_: None)  # restore a passing parity.json
