@@ -5,16 +5,20 @@ Accepted `--data` layouts (a folder, or a .tar/.tar.gz holding one):
   (read with an unpickler that admits only what a CIFAR batch holds);
 - the official binary version: cifar-10-binary.tar.gz or cifar-10-batches-bin/;
 - an image-folder tree: train/<class>/* and test/<class>/*, class folders named as
-  in CLASSES (label = position in CLASSES), 32x32 images in any format Pillow reads.
+  in CLASSES (label = position in CLASSES), 32x32 images in any format Pillow reads;
+- a TensorFlow Datasets folder, ~/tensorflow_datasets/cifar10/<version>/ (or its parent):
+  the TFRecord shards and dataset_info.json that `tfds` writes, read without the
+  tensorflow-datasets package.
 
-Framework-free (numpy and Pillow): it runs before TensorFlow is imported, so a bad
-path fails in well under a second.
+Framework-free (numpy and Pillow) except for the TFDS layout, whose records TensorFlow
+reads: it runs before TensorFlow is imported, so a bad path fails in well under a second.
 """
 import hashlib
 import io
 import os
 import pickle
 import re
+import sys
 import tarfile
 from dataclasses import dataclass
 
@@ -29,8 +33,13 @@ TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
 LAYOUTS = ("cifar-10-python.tar.gz or cifar-10-batches-py/, "
            "cifar-10-binary.tar.gz or cifar-10-batches-bin/, "
-           "or a folder/.tar/.tar.gz with train/<class>/ and test/<class>/ image folders")
+           "a folder/.tar/.tar.gz with train/<class>/ and test/<class>/ image folders, "
+           "or a TensorFlow Datasets folder (tensorflow_datasets/cifar10/<version>/)")
 CACHE_VERSION = 2
+# Nothing larger is read into memory: an official batch is 30.7 MB (10000 images), a
+# 32x32 image file a few KB.
+MAX_BATCH_BYTES = 64 * 2 ** 20
+MAX_IMAGE_BYTES = 2 ** 20
 # How deep below --data a layout's files may sit (e.g. root/cifar10/train/cat/1.jpg).
 MAX_DEPTH = 4
 
@@ -90,8 +99,14 @@ def _unpickle_batch(raw, where):
         raise DataError(f"{where}: not a CIFAR-10 batch (no 'data' array or 'labels')")
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise DataError(f"{where}: 'data' is {data.dtype}{list(data.shape)}, expected uint8 [N, 3072]")
-    labels = np.asarray(labels, dtype=np.int64)
-    return _chw_rows_to_images(data), _check_labels(labels, len(data), where)
+    try:
+        labels = np.asarray(labels)
+    except (ValueError, TypeError):
+        labels = np.asarray([], dtype=object)
+    if labels.dtype.kind not in "iu":  # float, string, bool or ragged labels are no CIFAR batch
+        raise DataError(f"{where}: labels must be {len(data)} integers in 0..9, "
+                        f"got {labels.dtype} values")
+    return _chw_rows_to_images(data), _check_labels(labels.astype(np.int64), len(data), where)
 
 
 def _read_binary_batch(raw, where):
@@ -156,12 +171,17 @@ class _Collector:
         self.batches = {"python": {}, "binary": {}}
         self.images = {"train": [], "test": []}
 
-    def add(self, parts, read):
+    def add(self, parts, read, size):
         kind = _classify(parts)
         if kind is None:
             return
         where = (f"{self.root}:{'/'.join(parts)}" if self.in_archive
                  else os.path.join(self.root, *parts))
+        cap = MAX_IMAGE_BYTES if kind[0] == "image" else MAX_BATCH_BYTES
+        if size > cap:
+            what = "32x32 image file" if kind[0] == "image" else "CIFAR-10 batch"
+            raise DataError(f"{where}: {size} bytes, more than a {what} can hold "
+                            f"({cap} bytes at most); not read")
         if kind[0] == "image":
             split, cls = kind[1]
             if cls not in CLASSES:
@@ -217,7 +237,7 @@ def _read_folder(root):
         def read(path=path):
             with open(path, "rb") as f:
                 return f.read()
-        collector.add(parts, read)
+        collector.add(parts, read, os.path.getsize(path))
     return collector.result()
 
 
@@ -231,7 +251,7 @@ def _read_archive(path):
                 parts = tuple(p for p in member.name.split("/") if p not in ("", "."))
                 if not parts or len(parts) > MAX_DEPTH:
                     continue
-                collector.add(parts, lambda m=member: tar.extractfile(m).read())
+                collector.add(parts, lambda m=member: tar.extractfile(m).read(), member.size)
     except (tarfile.TarError, EOFError, OSError, ValueError) as e:
         raise DataError(f"--data {path}: damaged archive ({type(e).__name__}: {e})") from None
     return collector.result()
@@ -242,10 +262,88 @@ def read_cifar10(path):
     if not os.path.exists(path):
         raise DataError(f"--data {path}: no such file or folder")
     if os.path.isdir(path):
-        return _read_folder(path)
+        tfds = _tfds_folder(path)
+        return _read_tfds(tfds) if tfds else _read_folder(path)
     if tarfile.is_tarfile(path):
         return _read_archive(path)
     raise DataError(f"--data {path}: unrecognised layout; expected {LAYOUTS}")
+
+
+# ---------------------------------------------------------------- TensorFlow Datasets
+
+
+def _tfds_folder(path):
+    """The folder holding dataset_info.json and TFRecord shards: `path` itself, or its
+    newest version subfolder (tensorflow_datasets/cifar10/ holds 3.0.2/ and the like)."""
+    def is_tfds(folder):
+        return (os.path.isfile(os.path.join(folder, "dataset_info.json"))
+                and any(".tfrecord" in name for name in os.listdir(folder)))
+
+    if is_tfds(path):
+        return path
+    versions = [os.path.join(path, d) for d in os.listdir(path)
+                if re.fullmatch(r"\d+(\.\d+)*", d) and os.path.isdir(os.path.join(path, d))]
+    versions = [v for v in versions if is_tfds(v)]
+    key = lambda v: tuple(int(p) for p in os.path.basename(v).split("."))  # noqa: E731
+    return max(versions, key=key) if versions else None
+
+
+def _read_tfds(folder):
+    """Both splits of a tfds cifar10 folder: tf.train.Example records with a PNG `image`
+    and an int64 `label` (class order as in CLASSES; label.labels.txt is checked)."""
+    import json
+
+    info_path = os.path.join(folder, "dataset_info.json")
+    try:
+        with open(info_path, encoding="utf-8") as f:
+            info = json.load(f)
+    except ValueError as e:
+        raise DataError(f"{info_path}: not JSON ({e})") from None
+    if info.get("name") not in (None, "cifar10"):
+        raise DataError(f"--data {folder}: a TensorFlow Datasets folder of {info.get('name')!r}, "
+                        "expected cifar10")
+    labels_txt = os.path.join(folder, "label.labels.txt")
+    if os.path.isfile(labels_txt):
+        with open(labels_txt, encoding="utf-8") as f:
+            names = tuple(line.strip() for line in f if line.strip())
+        if names != CLASSES:
+            raise DataError(f"{labels_txt}: classes {', '.join(names)}; expected {', '.join(CLASSES)}")
+    splits = []
+    for split in ("train", "test"):
+        shards = sorted(os.path.join(folder, n) for n in os.listdir(folder)
+                        if re.search(rf"-{split}\.tfrecord-\d+-of-\d+$", n))
+        if not shards:
+            raise DataError(f"--data {folder}: a TensorFlow Datasets folder without "
+                            f"{split} shards (*-{split}.tfrecord-*)")
+        splits.append(_read_tfrecords(shards))
+    (x_tr, y_tr), (x_te, y_te) = splits
+    return Cifar10(x_tr, y_tr, x_te, y_te, layout="TensorFlow Datasets", path=folder)
+
+
+def _read_tfrecords(shards):
+    import tensorflow as tf
+
+    spec = {"image": tf.io.FixedLenFeature([], tf.string),
+            "label": tf.io.FixedLenFeature([], tf.int64)}
+
+    def decode(record):
+        example = tf.io.parse_single_example(record, spec)
+        image = tf.ensure_shape(tf.io.decode_png(example["image"], channels=3), IMAGE_SHAPE)
+        return image, example["label"]
+
+    images, labels = [], []
+    for shard in shards:
+        try:
+            for x, y in tf.data.TFRecordDataset(shard).map(decode).batch(4096):
+                images.append(x.numpy())
+                labels.append(y.numpy())
+        except (tf.errors.OpError, ValueError) as e:
+            first = (getattr(e, "message", None) or str(e)).strip().splitlines()[0][:200]
+            raise DataError(f"{shard}: not CIFAR-10 TFRecords of 32x32 PNG images "
+                            f"({type(e).__name__}: {first})") from None
+    x = np.concatenate(images) if images else np.zeros((0,) + IMAGE_SHAPE, np.uint8)
+    y = np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, np.int64)
+    return x.astype(np.uint8), _check_labels(y, len(y), shards[0])
 
 
 # ---------------------------------------------------------------- cache
@@ -284,14 +382,18 @@ def load_cifar10(path, cache_dir=None):
         except Exception:
             pass  # a damaged cache entry is rebuilt below
     data = read_cifar10(path)
+    tmp = f"{cache_file}.tmp-{os.getpid()}.npz"
     try:
         os.makedirs(cache_dir, exist_ok=True)
-        tmp = f"{cache_file}.tmp-{os.getpid()}.npz"
         np.savez(tmp, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test,
                  y_test=data.y_test, layout=np.array(data.layout))
         os.replace(tmp, cache_file)
-    except OSError:
-        pass  # an unwritable cache only costs the next run the decode time
+    except OSError as e:  # an unwritable cache only costs the next run the decode time
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        print(f"warning: cannot write the decode cache {cache_file} ({e.strerror or e}); "
+              "the next run decodes the images again (set CIFAR10_CACHE to another folder)",
+              file=sys.stderr)
     return data
 
 

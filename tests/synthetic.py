@@ -77,3 +77,34 @@ def png_bytes(img):
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def write_tfds_folder(root, x_train, y_train, x_test, y_test, version="3.0.2"):
+    """tensorflow_datasets/cifar10/<version>/ as `tfds` writes it: TFRecord shards of
+    tf.train.Example (PNG `image`, int64 `label`, `id`), dataset_info.json, label names."""
+    import json
+
+    import tensorflow as tf
+
+    folder = os.path.join(root, "cifar10", version)
+    os.makedirs(folder, exist_ok=True)
+    splits = []
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        halves = np.array_split(np.arange(len(x)), 2)
+        for i, idx in enumerate(halves):
+            path = os.path.join(folder, f"cifar10-{split}.tfrecord-{i:05d}-of-{len(halves):05d}")
+            with tf.io.TFRecordWriter(path) as writer:
+                for k in idx:
+                    feature = {
+                        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[png_bytes(x[k])])),
+                        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(y[k])])),
+                        "id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[f"{split}_{k}".encode()])),
+                    }
+                    writer.write(tf.train.Example(
+                        features=tf.train.Features(feature=feature)).SerializeToString())
+        splits.append({"name": split, "shardLengths": [str(len(i)) for i in halves]})
+    with open(os.path.join(folder, "dataset_info.json"), "w") as f:
+        json.dump({"name": "cifar10", "version": version, "splits": splits}, f)
+    with open(os.path.join(folder, "label.labels.txt"), "w") as f:
+        f.write("\n".join(CLASSES) + "\n")
+    return folder

@@ -112,3 +112,14 @@ def test_missing_data_fails_fast_in_a_fresh_process(tmp_path):
     assert done.stderr.strip() == "error: --data /nonexistent: no such file or folder"
     assert "tensorflow" not in done.stdout
     assert time.time() - start < 20
+
+
+def test_tf_config_with_devices_is_refused_in_one_line(monkeypatch, capsys):
+    from legacy_eager import train
+
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, '
+                                    '"task": {"type": "worker", "index": 0}}')
+    assert train.main(["--data", "/nonexistent", "--devices", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: --devices 2 with TF_CONFIG: a cluster trains one replica per worker; "
+                   "drop --devices (or TF_CONFIG for one machine)")

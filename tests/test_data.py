@@ -192,7 +192,7 @@ def test_damaged_archive(tmp_path, arrays):
 
 
 def test_download_failure_points_to_data_flag(monkeypatch):
-    tf_keras = pytest.importorskip("tf_keras")
+    import tf_keras  # a pinned requirement: its absence is a failure, not a skip
 
     def offline():
         raise Exception("URL fetch failure on https://example.invalid: Name or service not known")
@@ -217,3 +217,58 @@ def test_random_subset_is_seeded_and_bounded(arrays):
     assert len(a[0]) == 10 and len(np.unique(a[0].reshape(10, -1), axis=0)) == 10
     with pytest.raises(DataError, match=r"--train-subset 41: larger than the 40 images"):
         cifar.random_subset(x, y, 41, np.random.default_rng(0), "--train-subset")
+
+
+def test_tensorflow_datasets_folder(tmp_path, arrays):
+    """tfds's folder, given as the version folder or as its parent."""
+    folder = synthetic.write_tfds_folder(str(tmp_path / "tensorflow_datasets"), *arrays)
+    loaded = read_cifar10(folder)
+    assert loaded.layout == "TensorFlow Datasets"
+    _assert_same(loaded, *arrays)
+    _assert_same(load_cifar10(os.path.dirname(folder), str(tmp_path / "cache")), *arrays)
+
+
+def test_tensorflow_datasets_folder_with_other_classes(tmp_path, arrays):
+    folder = synthetic.write_tfds_folder(str(tmp_path / "tfds"), *arrays)
+    with open(os.path.join(folder, "label.labels.txt"), "w") as f:
+        f.write("\n".join(["cat"] * 10))
+    assert "label.labels.txt: classes cat" in _error(folder)
+
+
+@pytest.mark.parametrize("labels", [["cat"] * 8, [0.5] * 8, [None] * 8])
+def test_python_batch_labels_must_be_integers(tmp_path, arrays, labels):
+    folder = synthetic.write_python_batches(str(tmp_path / "cifar-10-batches-py"), *arrays)
+    x = arrays[0][:8]
+    with open(os.path.join(folder, "data_batch_2"), "wb") as f:
+        pickle.dump({b"data": x.transpose(0, 3, 1, 2).reshape(8, -1), b"labels": labels}, f, protocol=2)
+    message = _error(folder)
+    assert message.startswith(f"{folder}/data_batch_2: labels must be 8 integers in 0..9, got ")
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["folder", "tar"])
+def test_oversized_member_is_not_read(tmp_path, arrays, monkeypatch, packed):
+    folder = synthetic.write_python_batches(str(tmp_path / "cifar-10-batches-py"), *arrays)
+    path = folder if not packed else synthetic.tar_folder(folder, str(tmp_path / "c.tar"),
+                                                          "cifar-10-batches-py")
+    monkeypatch.setattr(cifar, "MAX_BATCH_BYTES", 1000)  # the test batches are ~25 KB
+    read = []
+    monkeypatch.setattr(cifar, "_unpickle_batch", lambda raw, where: read.append(where))
+    message = _error(path)
+    assert "data_batch_1: " in message and "more than a CIFAR-10 batch can hold (1000 bytes at most); not read" in message
+    assert read == []
+
+
+def test_failed_cache_save_is_cleaned_up_and_said(tmp_path, arrays, monkeypatch, capsys):
+    path = synthetic.write_binary_batches(str(tmp_path / "cifar-10-batches-bin"), *arrays)
+    cache = tmp_path / "cache"
+    real_savez = np.savez
+
+    def disk_full(file, **arrays_):
+        real_savez(file, **arrays_)  # the temporary file is there...
+        raise OSError(28, "No space left on device")  # ...when the disk fills
+    monkeypatch.setattr(np, "savez", disk_full)
+    _assert_same(load_cifar10(path, str(cache)), *arrays)  # the data still loads
+    assert os.listdir(cache) == []  # no temporary file left behind
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"warning: cannot write the decode cache {cache}") and "No space left" in err
+    assert "\n" not in err
