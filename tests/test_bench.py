@@ -1,4 +1,5 @@
-"""The benchmark's own arithmetic and the INT8 export gate (timings live in `python -m bench`)."""
+"""The benchmark's own arithmetic and reporting (timings live in `python -m bench`; the INT8
+gate is tested in test_export.py)."""
 import os
 import subprocess
 import sys
