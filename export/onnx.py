@@ -7,9 +7,11 @@ The model has one input, `images` uint8 [batch, 32, 32, 3], and two outputs, `lo
 `probabilities` float32 [batch, 10]; `metadata_props` carries `class_names`, `mean` and
 `std` (JSON) and a description of the normalisation, which runs inside the graph.
 `onnx.checker` must pass. ONNX Runtime is then compared with the SavedModel on the run's
-own test images: max |logits difference| and top-1 agreement go to parity.json. The new
-model.onnx replaces an old one only when max |diff| <= 1e-4 and agreement is 100%;
-otherwise the exit code is 1 and any earlier model.onnx stays.
+own test images, once plainly and once with flip test-time augmentation (serving_tta
+against export.predict's two passes): max |logits difference| and top-1 agreement go to
+parity.json, with "result": "pass" or "fail". The new model.onnx replaces an old one only
+when max |diff| <= 1e-4 and agreement is 100% both ways; otherwise the exit code is 1 and
+any earlier model.onnx stays.
 
     python -m export.onnx --run DIR --int8  # also DIR/model.int8.onnx
 
@@ -28,8 +30,8 @@ import numpy as np
 
 from export.atomic import staged_path
 from export.predict import OnnxClassifier, accuracy_report
-from export.savedmodel import (SIGNATURE_NAME, export_savedmodel, metadata, read_run,
-                               run_dir_cli)
+from export.savedmodel import (SIGNATURE_NAME, TTA_SIGNATURE_NAME, export_savedmodel, metadata,
+                               read_run, run_dir_cli)
 from legacy_eager.errors import UserFacingError
 
 OPSET = 17
@@ -87,31 +89,40 @@ def run_images(run_info):
     return train, test
 
 
-def savedmodel_logits(saved_model, images, batch_size=500):
+def savedmodel_logits(saved_model, images, signature=SIGNATURE_NAME, batch_size=500):
     import tensorflow as tf
 
     loaded = tf.saved_model.load(saved_model)  # keep a reference while its signature runs
-    serve = loaded.signatures[SIGNATURE_NAME]
+    serve = loaded.signatures[signature]
     return np.concatenate([serve(images=tf.constant(images[i:i + batch_size]))["logits"].numpy()
                            for i in range(0, len(images), batch_size)])
 
 
-def parity(onnx_path, saved_model, images, labels, class_names):
-    """The parity.json record, and ONNX Runtime's top-1 predictions (reused for INT8)."""
-    reference = savedmodel_logits(saved_model, images)
-    logits, _ = OnnxClassifier(onnx_path).run(images)
+def _compare(logits, reference, labels, class_names):
     predicted = np.argmax(logits, 1)
     agree = predicted == np.argmax(reference, 1)
     max_diff = float(np.max(np.abs(logits - reference)))
     return {
-        "images": int(len(images)), "opset": OPSET,
         "max_abs_logits_diff": max_diff, "top1_agreement": float(np.mean(agree)),
-        "threshold_max_abs_logits_diff": MAX_LOGIT_DIFF,
         "passed": bool(max_diff <= MAX_LOGIT_DIFF and agree.all()),
-        "result": "pass" if max_diff <= MAX_LOGIT_DIFF and agree.all() else "fail",
         "onnx_accuracy": accuracy_report(predicted, labels, class_names)["accuracy"],
         "savedmodel_accuracy": float(np.mean(np.argmax(reference, 1) == labels)),
     }, predicted
+
+
+def parity(onnx_path, saved_model, images, labels, class_names):
+    """The parity.json record, and ONNX Runtime's top-1 predictions (reused for INT8).
+    Checked twice: serving_default against one ONNX pass, and serving_tta against
+    export.predict's two-pass flip TTA."""
+    classifier = OnnxClassifier(onnx_path)
+    plain, predicted = _compare(classifier.run(images)[0], savedmodel_logits(saved_model, images),
+                                labels, class_names)
+    tta, _ = _compare(classifier.run(images, tta=True)[0],
+                      savedmodel_logits(saved_model, images, TTA_SIGNATURE_NAME), labels, class_names)
+    passed = plain["passed"] and tta["passed"]
+    return dict(plain, images=int(len(images)), opset=OPSET,
+                threshold_max_abs_logits_diff=MAX_LOGIT_DIFF, tta=tta, passed=passed,
+                result="pass" if passed else "fail"), predicted
 
 
 class _Discard(Exception):
@@ -194,12 +205,14 @@ def export_onnx(run_dir, log=print, int8=False):
         if not result["passed"]:
             raise ExportFailed(
                 f"ONNX Runtime differs from the SavedModel on {result['images']} test images "
-                f"(max |logits diff| {result['max_abs_logits_diff']:.2e}, top-1 agreement "
-                f"{result['top1_agreement']:.4f}); {run_dir}/parity.json has the figures and "
-                "any earlier model.onnx is kept")
+                f"(max |logits diff| {result['max_abs_logits_diff']:.2e}, with flip TTA "
+                f"{result['tta']['max_abs_logits_diff']:.2e}; top-1 agreement "
+                f"{result['top1_agreement']:.4f}, with TTA {result['tta']['top1_agreement']:.4f}); "
+                f"{run_dir}/parity.json has the figures and any earlier model.onnx is kept")
     log(f"wrote {target}: on {result['images']} test images max |logits diff| "
-        f"{result['max_abs_logits_diff']:.2e}, top-1 agreement {result['top1_agreement']:.4f}, "
-        f"ONNX accuracy {result['onnx_accuracy']:.4f}")
+        f"{result['max_abs_logits_diff']:.2e} (flip TTA {result['tta']['max_abs_logits_diff']:.2e}), "
+        f"top-1 agreement {result['top1_agreement']:.4f} ({result['tta']['top1_agreement']:.4f}), "
+        f"ONNX accuracy {result['onnx_accuracy']:.4f} ({result['tta']['onnx_accuracy']:.4f})")
     if int8:
         result["int8"] = export_int8(run_dir, train_images, images, labels,
                                      result["onnx_accuracy"], run_info["data"]["classes"], fp32_pred)

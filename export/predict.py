@@ -1,7 +1,7 @@
 """Classify images with an exported DavidNet ONNX model (ONNX Runtime, no TensorFlow).
 
     python -m export.predict MODEL.onnx PATH... [--top-k K] [--json] [--batch-size N]
-    python -m export.predict MODEL.onnx DATA --evaluate [--split test]
+    python -m export.predict MODEL.onnx DATA --evaluate [--split test] [--tta] [--plot CM.png]
 
 PATH is an image file (any format Pillow reads), a folder (searched recursively for
 image files) or a .tar/.tar.gz archive. Images are converted to RGB (grayscale is
@@ -9,8 +9,9 @@ repeated over the channels; an alpha channel is dropped) and, when not 32x32, re
 to 32x32 with Pillow's bilinear filter, aspect ratio not kept.
 
 --evaluate reads labels from each image's parent folder (a CIFAR-10 class name) and
-prints overall and per-class accuracy; in trees with train/ and test/ folders only the
---split folder counts. A file that cannot be read gets one line on stderr; the rest are
+prints overall and per-class accuracy and the 10x10 confusion matrix (--plot draws it);
+in trees with train/ and test/ folders only the --split folder counts. --tta averages
+each image's logits with its mirror image's (flip test-time augmentation, two passes). A file that cannot be read gets one line on stderr; the rest are
 still classified, and the exit code is 1 at the end.
 """
 import argparse
@@ -38,11 +39,24 @@ class OnnxClassifier:
         names = json.loads(meta["class_names"]) if "class_names" in meta else None
         self.class_names = names or [str(i) for i in range(10)]
 
-    def run(self, images, batch_size=256):
-        """(logits, probabilities) for uint8 images [N, 32, 32, 3], batch_size at a time."""
+    def run(self, images, batch_size=256, tta=False):
+        """(logits, probabilities) for uint8 images [N, 32, 32, 3], batch_size at a time.
+        tta: flip test-time augmentation, a second pass over the mirror images; the logits
+        are the mean of both, the probabilities their softmax (as the SavedModel's
+        serving_tta)."""
         outs = [self.session.run(["logits", "probabilities"], {"images": images[i:i + batch_size]})
                 for i in range(0, len(images), batch_size)]
-        return (np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs]))
+        logits, probs = np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+        if not tta:
+            return logits, probs
+        mirrored, _ = self.run(np.ascontiguousarray(images[:, :, ::-1]), batch_size)
+        logits = (logits + mirrored) / 2
+        return logits, softmax(logits)
+
+
+def softmax(logits):
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def to_model_input(img):
@@ -138,6 +152,8 @@ def label_of(name, class_names, split):
 
 
 def accuracy_report(predicted, labels, class_names):
+    """Overall and per-class accuracy and the confusion matrix (rows: true class,
+    columns: predicted class)."""
     predicted, labels = np.asarray(predicted), np.asarray(labels)
     per_class = {}
     for i, name in enumerate(class_names):
@@ -145,8 +161,22 @@ def accuracy_report(predicted, labels, class_names):
         if mask.any():
             per_class[name] = {"images": int(mask.sum()),
                                "accuracy": float(np.mean(predicted[mask] == i))}
+    matrix = np.zeros((len(class_names), len(class_names)), np.int64)
+    np.add.at(matrix, (labels, predicted), 1)
     return {"images": int(len(labels)), "accuracy": float(np.mean(predicted == labels)),
-            "per_class": per_class}
+            "per_class": per_class, "confusion": matrix.tolist()}
+
+
+def format_confusion(matrix, class_names):
+    """The confusion matrix as a fixed-width table: a row per true class, a column per
+    predicted class (names cut to 5 letters), then the row's accuracy."""
+    short = [n[:5] for n in class_names]
+    lines = ["true \\ predicted " + " ".join(f"{n:>5}" for n in short) + "   acc"]
+    for i, row in enumerate(matrix):
+        total = sum(row)
+        acc = row[i] / total if total else float("nan")
+        lines.append(f"{class_names[i]:<17} " + " ".join(f"{v:>5d}" for v in row) + f"  {acc:.3f}")
+    return "\n".join(lines)
 
 
 def _parser():
@@ -160,6 +190,11 @@ def _parser():
     p.add_argument("--evaluate", action="store_true", help="accuracy against folder labels")
     p.add_argument("--split", default="test", choices=("train", "test"),
                    help="with --evaluate, the split counted in train/ + test/ trees (default test)")
+    p.add_argument("--tta", action="store_true",
+                   help="flip test-time augmentation: average each image's logits with its "
+                        "mirror image's (two passes)")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="with --evaluate, also draw the confusion matrix into FILE.png")
     return p
 
 
@@ -167,6 +202,9 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     if args.top_k < 1 or args.batch_size < 1:
         print("error: --top-k and --batch-size must be positive", file=sys.stderr)
+        return EXIT_USAGE
+    if args.plot and not args.evaluate:
+        print("error: --plot draws the confusion matrix of --evaluate; add --evaluate", file=sys.stderr)
         return EXIT_USAGE
     try:
         classifier = OnnxClassifier(args.model)
@@ -187,7 +225,7 @@ def main(argv=None):
             batch = [(n, img) for n, img in batch if label_of(n, names, args.split) is not None]
             if not batch:
                 continue
-        _, probs = classifier.run(np.stack([img for _, img in batch]), args.batch_size)
+        _, probs = classifier.run(np.stack([img for _, img in batch]), args.batch_size, args.tta)
         for (name, _), p in zip(batch, probs):
             if args.evaluate:
                 predicted.append(int(np.argmax(p)))
@@ -206,12 +244,21 @@ def main(argv=None):
                   f"{' '.join(args.paths)}", file=sys.stderr)
             return EXIT_USAGE
         report = accuracy_report(predicted, labels, names)
+        report["tta"] = args.tta
         if args.json:
             print(json.dumps(report))
         else:
-            print(f"accuracy {report['accuracy']:.4f} on {report['images']} images")
+            print(f"accuracy {report['accuracy']:.4f} on {report['images']} images"
+                  + (" (flip TTA)" if args.tta else ""))
             for cls, r in report["per_class"].items():
                 print(f"  {cls:<10} {r['accuracy']:.4f}  ({r['images']} images)")
+            print(format_confusion(report["confusion"], names))
+        if args.plot:
+            from legacy_eager.plots import draw_confusion
+
+            draw_confusion(report["confusion"], names, args.plot,
+                           title=f"{os.path.basename(args.model)}: accuracy {report['accuracy']:.4f}"
+                                 + (" (flip TTA)" if args.tta else ""))
     return EXIT_UNREADABLE if failures else 0
 
 

@@ -6,6 +6,8 @@ Signature `serving_default`:
     images          uint8   [batch, 32, 32, 3]  RGB pixels, 0..255
  -> logits          float32 [batch, 10]
     probabilities   float32 [batch, 10]        softmax of logits
+Signature `serving_tta`: the same, with flip test-time augmentation (logits are the mean
+of the image's and its mirror image's; probabilities their softmax).
 The training normalisation ((x - mean) / std per RGB channel) runs inside the graph and
 the network runs in inference mode (BatchNorm moving statistics, no dropout). The model
 also carries `class_names` (string [10]), `mean` and `std` (float32 [3]) as variables, and
@@ -21,6 +23,7 @@ from legacy_eager.errors import UsageError, UserFacingError, run_cli
 from legacy_eager.run_folder import read_run_info
 
 SIGNATURE_NAME = "serving_default"
+TTA_SIGNATURE_NAME = "serving_tta"
 
 
 class ExportRefused(UserFacingError):
@@ -69,6 +72,8 @@ def restore_model(run_info, checkpoint):
 def make_serving_module(model, run_info):
     import tensorflow as tf
 
+    from legacy_eager.model import flip_tta_logits
+
     norm = run_info["data"]["normalization"]
 
     class DavidNetServing(tf.Module):
@@ -79,10 +84,17 @@ def make_serving_module(model, run_info):
             self.mean = tf.Variable(norm["mean"], dtype=tf.float32, trainable=False)
             self.std = tf.Variable(norm["std"], dtype=tf.float32, trainable=False)
 
+        def _normalized(self, images):
+            return (tf.cast(images, tf.float32) - self.mean) / self.std
+
         @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.uint8, name="images")])
         def serve(self, images):
-            x = (tf.cast(images, tf.float32) - self.mean) / self.std
-            logits = self.model.logits(x, training=False)
+            logits = self.model.logits(self._normalized(images), training=False)
+            return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.uint8, name="images")])
+        def serve_tta(self, images):
+            logits = flip_tta_logits(self.model, self._normalized(images))
             return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
 
     return DavidNetServing()
@@ -107,7 +119,8 @@ def export_savedmodel(run_dir):
     # does not need it (it is served through the traced signature).
     tf.get_logger().setLevel("ERROR")
     with staged_path(target, is_dir=True) as staged:
-        tf.saved_model.save(module, staged, signatures={SIGNATURE_NAME: module.serve})
+        tf.saved_model.save(module, staged, signatures={SIGNATURE_NAME: module.serve,
+                                                        TTA_SIGNATURE_NAME: module.serve_tta})
         os.makedirs(os.path.join(staged, "assets.extra"), exist_ok=True)
         with open(os.path.join(staged, "assets.extra", "davidnet.json"), "w", encoding="utf-8") as f:
             json.dump(metadata(run_info), f, indent=2)

@@ -26,6 +26,7 @@ class Config:
     devices: int = 1             # replicas (GPUs, else logical CPU devices) of MirroredStrategy
     deterministic: bool = False  # op determinism: the same seed gives the same run, bit for bit
     resume: str | None = None    # continue the run in this folder (its own flags)
+    cutout: int = 0             # Page's Cutout: an N x N square per training image set to 0 (not in the seed)
     dropout: float = 0.05       # the seed's; not a flag (tests set 0 to compare modes exactly)
     allow_cpu: bool = False     # train on the CPU although nvidia-smi lists a GPU TensorFlow cannot use
 
@@ -95,6 +96,10 @@ def parser():
     p.add_argument("--wd-loop", choices=("intended", "seed"), default=d.wd_loop,
                    help="intended: apply weight decay; seed: the seed's loop, which changes "
                         "nothing (default %(default)s)")
+    p.add_argument("--cutout", type=_checked(int, "an integer in 0..32", lambda v: 0 <= v <= 32),
+                   default=d.cutout, metavar="N",
+                   help="Page's Cutout augmentation: one N x N square per training image, set "
+                        "to the mean (fast pipeline only; default 0: none, as in the seed)")
     p.add_argument("--data", metavar="PATH", default=d.data,
                    help="CIFAR-10 folder or archive (python, binary or image-folder layout); "
                         "default $CIFAR10_DATA, else download")

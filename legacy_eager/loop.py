@@ -45,9 +45,13 @@ def signal_name(signum):
     return signal.Signals(signum).name
 
 
-def fit(trainer, train_set, test_set, len_train, len_test, out_dir, log=print, stop=None):
+def fit(trainer, train_set, test_set, len_train, len_test, out_dir, log=print, stop=None,
+        observers=()):
     """Epochs from where trainer.progress stands (zero for a new run, the restored state
-    for --resume) to the last. Returns the last epoch's record (None: nothing left)."""
+    for --resume) to the last. Returns the last epoch's record (None: nothing left).
+    Each observer's epoch_done(record, step_losses, first_batch) runs after the epoch's
+    checkpoint (step_losses: each step's training loss per image; first_batch: the run's
+    number of the first of them)."""
     from legacy_eager.pipeline import epoch_batches
 
     config, progress = trainer.config, trainer.progress
@@ -73,7 +77,7 @@ def fit(trainer, train_set, test_set, len_train, len_test, out_dir, log=print, s
     for epoch in range(int(progress.epoch.numpy()), config.epochs):
         start = int(progress.batch.numpy())
         t_epoch = time.time()
-        loss_sum, correct_sum, ran = trainer.train_epoch(
+        loss_sum, correct_sum, ran, step_losses = trainer.train_epoch(
             epoch_batches(train_set, epoch, start), desc=f"epoch {epoch + 1}",
             total=trainer.steps_per_epoch - start, should_stop=should_stop)
         loss_sum += float(progress.loss_sum.numpy())
@@ -91,7 +95,7 @@ def fit(trainer, train_set, test_set, len_train, len_test, out_dir, log=print, s
                 f"{int(trainer.global_step.numpy())}); checkpoint saved; {resume_hint}", stop())
         check_finite(epoch + 1)  # before spending time on evaluation
         t_eval = time.time()
-        test_loss, test_acc = trainer.evaluate(test_set)
+        test_loss, test_acc, test_loss_tta, test_acc_tta = trainer.evaluate(test_set)
         eval_time = time.time() - t_eval
         elapsed = elapsed_before + time.time() - t_start
         record = {
@@ -100,6 +104,7 @@ def fit(trainer, train_set, test_set, len_train, len_test, out_dir, log=print, s
             "lr": float(lr_schedule(epoch + 1, config.epochs, config.lr)),
             "train_loss": loss_sum / len_train, "train_acc": correct_sum / len_train,
             "val_loss": test_loss / len_test, "val_acc": test_acc / len_test,
+            "val_loss_tta": test_loss_tta / len_test, "val_acc_tta": test_acc_tta / len_test,
             "train_time_s": train_time, "eval_time_s": eval_time,
             "epoch_time_s": train_time + eval_time, "elapsed_s": elapsed,
             "images_per_s": len_train / train_time,
@@ -113,6 +118,8 @@ def fit(trainer, train_set, test_set, len_train, len_test, out_dir, log=print, s
                      elapsed=elapsed)
         save()
         log(report.format_row(record))
+        for observer in observers:
+            observer.epoch_done(record, step_losses, epoch * trainer.steps_per_epoch + start)
         if stop is not None and stop() is not None:  # the signal came during evaluation
             raise Interrupted(f"stopped by {signal_name(stop())} after epoch {epoch + 1}; "
                               f"checkpoint saved; {resume_hint}", stop())

@@ -10,7 +10,9 @@ Deviations from the seed, each needed on TF 2:
   function of (the layer's stream key, call count) and the count is a layer variable, so
   a checkpoint captures the random stream and a resumed run draws exactly the masks it
   would have. `seed` and `layer` pick the key (legacy_eager.streams).
-- `logits()` is split out of `call()` so export can serve the network without labels.
+- `logits()` is split out of `call()` so export can serve the network without labels, and
+  the loss lines move into `loss_and_correct()` so evaluation can score the flip-TTA
+  logits (`flip_tta_logits`) with the same formula.
 - `dtype` takes a Keras mixed-precision policy name ("mixed_float16", "mixed_bfloat16"):
   layers compute in half precision, variables stay float32, logits come back float32.
 """
@@ -108,10 +110,23 @@ class DavidNet(tf_keras.Model):
 
     def call(self, x, y, training=False):
         h = self.logits(x, training=training)
-        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(logits=h, labels=y)
-        loss = tf.reduce_sum(ce)
-        correct = tf.reduce_sum(tf.cast(tf.math.equal(tf.argmax(h, axis=1), y), tf.float32))
-        return loss, correct
+        return loss_and_correct(h, y)
+
+
+def loss_and_correct(h, y):
+    """The seed's loss (cross-entropy summed over the batch) and number correct, from logits."""
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(logits=h, labels=y)
+    loss = tf.reduce_sum(ce)
+    correct = tf.reduce_sum(tf.cast(tf.math.equal(tf.argmax(h, axis=1), y), tf.float32))
+    return loss, correct
+
+
+def flip_tta_logits(model, x, logits=None):
+    """Flip test-time augmentation (not in the seed; Page's later DAWNBench entries use it):
+    the mean of the logits of each image and of its mirror image. `logits`: the plain
+    ones, when already computed."""
+    plain = model.logits(x) if logits is None else logits
+    return (plain + model.logits(tf.reverse(x, axis=[2]))) / 2
 
 
 def build(model, batch_shape=(1, 32, 32, 3)):

@@ -76,6 +76,19 @@ def random_crop_flip(images, seed):
     return tf.reshape(tf.gather(tf.reshape(images, [-1, channels]), flat), [b, 32, 32, channels])
 
 
+def cutout(images, size, seed):
+    """Page's Cutout (DAWNBench, not in the seed): in each image one size x size square,
+    at a position drawn uniformly among those that keep it inside the 32x32 image, set
+    to 0, which after normalisation is the training mean. images: [B, 32, 32, C]."""
+    b = tf.shape(images)[0]
+    corner = tf.random.stateless_uniform([2, b, 1, 1], seed, minval=0, maxval=33 - size,
+                                         dtype=tf.int32)
+    rows, cols = tf.range(32)[None, :, None], tf.range(32)[None, None, :]
+    inside = ((rows >= corner[0]) & (rows < corner[0] + size) &
+              (cols >= corner[1]) & (cols < corner[1] + size))
+    return tf.where(inside[..., None], tf.zeros_like(images), images)
+
+
 def normalize_tf(images, mean, std):
     return (tf.cast(images, tf.float32) - np.float32(mean)) / np.float32(std)
 
@@ -85,19 +98,24 @@ class FastBatches:
     the last partial batch kept. With augment, a new order every epoch and a random crop
     and flip per image; without, the stored order, normalised only (the test set)."""
 
-    def __init__(self, x, y, mean, std, batch_size, augment, seed=0):
+    def __init__(self, x, y, mean, std, batch_size, augment, seed=0, cutout=0):
         self.images, self.labels = tf.constant(x), tf.constant(y)
         self.n, self.batch_size, self.augment, self.seed = len(x), batch_size, augment, seed
+        self.cutout = cutout if augment else 0
         self.mean, self.std = mean, std
         self.order_key, self.augment_key = stream_key("shuffle", seed), stream_key("augment", seed)
+        self.cutout_key = stream_key("cutout", seed)
         self.epoch = 0
         self._load = tf.function(self._load_batch, jit_compile=True)
 
-    def _load_batch(self, idx, seed):
+    def _load_batch(self, idx, seed, cutout_seed):
         x = tf.gather(self.images, idx)
         if self.augment:
             x = random_crop_flip(x, seed)
-        return normalize_tf(x, self.mean, self.std), tf.gather(self.labels, idx)
+        x = normalize_tf(x, self.mean, self.std)
+        if self.cutout:  # after crop, flip and normalisation, as Page's pipeline
+            x = cutout(x, self.cutout, cutout_seed)
+        return x, tf.gather(self.labels, idx)
 
     def order(self, epoch):
         if not self.augment:
@@ -116,19 +134,22 @@ class FastBatches:
         """Epoch `epoch`'s batches from batch number `start` on: the same ones, whenever asked."""
         order = self.order(epoch)
         for k in range(start, len(self)):
-            batch_seed = tf.constant([self.augment_key, epoch * len(self) + k + 1], tf.int64)
-            yield self._load(order[k * self.batch_size:(k + 1) * self.batch_size], batch_seed)
+            number = epoch * len(self) + k + 1
+            yield self._load(order[k * self.batch_size:(k + 1) * self.batch_size],
+                             tf.constant([self.augment_key, number], tf.int64),
+                             tf.constant([self.cutout_key, number], tf.int64))
 
 
-def fast_train_set(x_train, y_train, mean, std, batch_size, seed=0):
-    return FastBatches(x_train, y_train, mean, std, batch_size, augment=True, seed=seed)
+def fast_train_set(x_train, y_train, mean, std, batch_size, seed=0, cutout=0):
+    return FastBatches(x_train, y_train, mean, std, batch_size, augment=True, seed=seed,
+                       cutout=cutout)
 
 
 def fast_test_set(x_test, y_test, mean, std, batch_size):
     return FastBatches(x_test, y_test, mean, std, batch_size, augment=False)
 
 
-def seed_pipeline(x_train, y_train, mean, std, batch_size, seed=0):
+def seed_pipeline(x_train, y_train, mean, std, batch_size, seed=0, cutout=0):
     return seed_train_set(x_train, y_train, mean, std, batch_size)
 
 

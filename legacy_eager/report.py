@@ -13,6 +13,7 @@ COLUMNS = (
     ("train_acc", "train acc", "{:>9.4f}"),
     ("val_loss", "val loss", "{:>8.4f}"),
     ("val_acc", "val acc", "{:>7.4f}"),
+    ("val_acc_tta", "tta", "{:>6.4f}"),  # not the seed's: val acc with flip test-time augmentation
     ("elapsed_s", "time", "{:>8.1f}"),
 )
 

@@ -6,6 +6,8 @@ import functools
 
 import tensorflow as tf
 
+from legacy_eager.model import flip_tta_logits, loss_and_correct
+
 _IMAGES = tf.TensorSpec([None, 32, 32, 3], tf.float32)
 _LABELS = tf.TensorSpec([None], tf.int64)
 
@@ -37,7 +39,13 @@ def train_step(trainer):
 
 
 def eval_step(trainer):
-    return lambda x, y: trainer.model(x, y, training=False)
+    """Loss and number correct, plain and with flip test-time augmentation."""
+    model = trainer.model
+
+    def step(x, y):
+        h = model.logits(x, training=False)
+        return loss_and_correct(h, y) + loss_and_correct(flip_tta_logits(model, x, h), y)
+    return step
 
 
 def compiled(step, mode, strategy):
@@ -55,9 +63,9 @@ def compiled(step, mode, strategy):
 def _replicated(step, strategy):
     """step on every replica's shard; the sums over replicas come back."""
     def run(shards):
-        loss, correct = strategy.run(lambda xy: step(*xy), args=(shards,))
+        outputs = strategy.run(lambda xy: step(*xy), args=(shards,))
         total = functools.partial(strategy.reduce, tf.distribute.ReduceOp.SUM, axis=None)
-        return total(loss), total(correct)
+        return tuple(total(o) for o in outputs)
     return run
 
 

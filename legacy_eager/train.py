@@ -1,8 +1,8 @@
 """Train DavidNet with the seed's recipe: `python -m legacy_eager.train [FLAGS]`.
 
 Writes into --out: config.json (at the start), metrics.jsonl (a line per epoch),
-checkpoints/ (model, optimizer, global step; one per epoch, last 3 kept) and
-summary.json (at the end). Flags and data are checked before TensorFlow is imported,
+checkpoints/ (model, optimizer, global step; one per epoch, last 3 kept), tensorboard/
+(event files), curves.png (redrawn each epoch) and summary.json (at the end). Flags and data are checked before TensorFlow is imported,
 so a mistake costs a second, not a TensorFlow start-up.
 """
 import json
@@ -93,6 +93,9 @@ def settle_config(config):
     if config.precision == "mixed_float16" and (config.devices > 1 or task):
         raise UsageError("--precision mixed_float16 runs on one device only (its loss "
                          "scaling is not synchronised across replicas); use mixed_bfloat16")
+    if config.cutout and config.pipeline == "seed":
+        raise UsageError(f"--cutout {config.cutout}: the seed's pipeline has no cutout; use "
+                         "--pipeline fast (the default)")
     if task and config.devices > 1:
         raise UsageError(f"--devices {config.devices} with TF_CONFIG: a cluster trains one "
                          "replica per worker; drop --devices (or TF_CONFIG for one machine)")
@@ -170,7 +173,8 @@ def finish(config, trainer, final, out, run_info, task, log):
     summary = dict(run_info, final=final, total_time_s=final["elapsed_s"], out=out,
                    weights_sha256=weights_fingerprint(trainer), chief=chief)
     report.write_json_atomic(os.path.join(out, "summary.json"), summary)
-    log(f"final val_acc {final['val_acc']:.4f} after {config.epochs} epochs "
+    tta = f" (flip TTA {final['val_acc_tta']:.4f})" if "val_acc_tta" in final else ""
+    log(f"final val_acc {final['val_acc']:.4f}{tta} after {config.epochs} epochs "
         f"({summary['total_time_s']:.0f} s); weights sha256 {summary['weights_sha256'][:16]}; "
         + (f"run folder {out}" if chief else f"worker {task[1]} (the chief keeps the run)"))
     if not chief:
@@ -188,6 +192,8 @@ def run(config, log=print, warn=None):
 
     from legacy_eager import pipeline
     from legacy_eager.loop import fit, signals_recorded
+    from legacy_eager.plots import CurvesPlot
+    from legacy_eager.tensorboard import TensorBoardLog
     from legacy_eager.trainer import Trainer
 
     len_train, len_test = len(x_train), len(x_test)
@@ -202,11 +208,13 @@ def run(config, log=print, warn=None):
 
     make_train_set, make_test_set = pipeline.PIPELINES[config.pipeline]
     train_set = make_train_set(x_train, y_train, train_mean, train_std, config.batch_size,
-                               seed=config.seed)
+                               seed=config.seed, cutout=config.cutout)
     test_set = make_test_set(x_test, y_test, train_mean, train_std, config.batch_size)
     del x_train, x_test  # each pipeline holds its own copy; these would double the memory
+    observers = [TensorBoardLog(out, config, trainer.batches_per_epoch), CurvesPlot(out)]
     with signals_recorded() as stop:
-        final = fit(trainer, train_set, test_set, len_train, len_test, out, log=log, stop=stop)
+        final = fit(trainer, train_set, test_set, len_train, len_test, out, log=log, stop=stop,
+                    observers=observers)
     return finish(config, trainer, final, out, run_info, task, log)
 
 

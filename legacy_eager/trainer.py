@@ -150,15 +150,18 @@ class Trainer:
         return next((n for n, ok in zip(names, flags) if not ok), None)
 
     def train_epoch(self, batches, desc=None, total=None, should_stop=None):
-        """Summed loss and number correct over `batches`, and how many batches ran;
-        stops early, after a whole step, once should_stop() is true."""
+        """Summed loss and number correct over `batches`, how many batches ran, and each
+        step's loss per image (device tensors, read once); stops early, after a whole
+        step, once should_stop() is true."""
         batches = tqdm(batches, total=self.steps_per_epoch if total is None else total, desc=desc,
                        leave=False, unit="batch")
-        return self._sum(self.train_step, batches, should_stop)
+        sums, n, step_losses = self._sum(self.train_step, batches, should_stop)
+        return sums[0], sums[1], n, step_losses
 
     def evaluate(self, test_set):
+        """(loss, correct, loss with flip TTA, correct with flip TTA), summed."""
         self.sync_replica_statistics()
-        return self._sum(self.eval_step, test_set)[:2]
+        return self._sum(self.eval_step, test_set)[0]
 
     def sync_replica_statistics(self):
         """Give every replica the mean of the replicas' BatchNorm moving statistics.
@@ -174,20 +177,21 @@ class Trainer:
                     v.assign(v.read_value())
 
     def _sum(self, step, batches, should_stop=None):
+        """The step's outputs summed over the batches, the number of batches, and the first
+        output per image of each step."""
         eager = self.config.mode == "eager"  # the seed: a host read after every step
-        total_loss = total_correct = 0.0 if eager else tf.constant(0.0, tf.float64)
-        n = 0
+        totals, n, per_image = None, 0, []
         for (x, y) in batches:  # compiled: sums stay on the device, no wait for the host
-            loss, correct = step(x, y)
+            outputs = step(x, y)
             if eager:
-                total_loss += loss.numpy()
-                total_correct += correct.numpy()
+                outputs = [o.numpy() for o in outputs]
             else:
-                total_loss += tf.cast(loss, tf.float64)
-                total_correct += tf.cast(correct, tf.float64)
+                outputs = [tf.cast(o, tf.float64) for o in outputs]
+            totals = outputs if totals is None else [t + o for t, o in zip(totals, outputs)]
+            per_image.append(outputs[0] / int(x.shape[0]))
             n += 1
             if should_stop is not None and should_stop():
                 break
-        if not eager:
-            total_loss, total_correct = total_loss.numpy(), total_correct.numpy()
-        return float(total_loss), float(total_correct), n
+        if totals is None:
+            return (0.0, 0.0, 0.0, 0.0), 0, []
+        return tuple(float(t) for t in totals), n, per_image

@@ -110,6 +110,27 @@ def test_savedmodel_serves_in_a_bare_process(exported, tmp_path):
     assert not os.path.exists(os.path.join(run_dir, "saved_model", "variables", "optimizer"))
 
 
+def test_tta_signature_averages_the_mirror_images_logits(exported):
+    """serving_tta = mean of serving_default on the images and on their mirror images;
+    ONNX Runtime's two-pass TTA (export.predict) gives the same; parity.json checked both."""
+    import tensorflow as tf
+
+    run_dir, result = exported
+    loaded = tf.saved_model.load(os.path.join(run_dir, "saved_model"))
+    (_, _), (images, labels) = onnx_export.run_images(savedmodel.read_run(run_dir)[0])
+    plain = loaded.signatures["serving_default"](images=tf.constant(images))["logits"].numpy()
+    mirror = loaded.signatures["serving_default"](
+        images=tf.constant(images[:, :, ::-1]))["logits"].numpy()
+    out = loaded.signatures["serving_tta"](images=tf.constant(images))
+    np.testing.assert_allclose(out["logits"].numpy(), (plain + mirror) / 2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["probabilities"].numpy().sum(1), 1, rtol=1e-5)
+    onnx_logits, onnx_probs = predict.OnnxClassifier(os.path.join(run_dir, "model.onnx")).run(images, tta=True)
+    np.testing.assert_allclose(onnx_logits, (plain + mirror) / 2, atol=1e-4)
+    np.testing.assert_allclose(onnx_probs, out["probabilities"].numpy(), atol=1e-5)
+    assert result["tta"]["passed"] and result["tta"]["top1_agreement"] == 1.0
+    assert result["tta"]["onnx_accuracy"] == float(np.mean(np.argmax(onnx_logits, 1) == labels))
+
+
 def test_savedmodel_holds_no_optimizer_state_and_no_device_pinning(exported):
     import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
@@ -283,6 +304,25 @@ def test_evaluate_on_a_labelled_tree_and_its_archive(exported, data_tree, tmp_pa
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["images"] == 64
 
 
+def test_evaluate_with_tta_prints_the_confusion_matrix_and_plots_it(exported, data_tree, tmp_path,
+                                                                   capsys):
+    run_dir, result = exported
+    plot = tmp_path / "cm.png"
+    model = os.path.join(run_dir, "model.onnx")
+    assert predict.main([model, data_tree, "--evaluate", "--tta", "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"accuracy {result['tta']['onnx_accuracy']:.4f} on 30 images (flip TTA)"
+    table = out[out.index(next(l for l in out if l.startswith("true \\ predicted"))):]
+    assert len(table) == 11
+    rows = [[int(v) for v in line.split()[1:11]] for line in table[1:]]
+    assert sum(map(sum, rows)) == 30 and [sum(r) for r in rows] == [3] * 10  # 3 test images a class
+    hits = sum(rows[i][i] for i in range(10))
+    assert hits / 30 == pytest.approx(result["tta"]["onnx_accuracy"])
+    with Image.open(plot) as img:
+        assert img.format == "PNG" and img.size == (800, 700)
+    assert predict.main([model, data_tree, "--plot", str(plot)]) == 2  # --plot needs --evaluate
+
+
 def test_predict_never_imports_tensorflow(exported, mixed_folder):
     run_dir, _ = exported
     script = textwrap.dedent(f"""
@@ -305,11 +345,13 @@ def test_run_sh_main_job_trains_exports_and_evaluates(data_tree, tmp_path):
     lines = []
     flags = ["--data", data_tree, "--out", out, "--width", "4", "--batch-size", "16", "--epochs", "1"]
     assert pipeline.main(flags, log=lines.append) == 0
-    for name in ("metrics.jsonl", "checkpoints", "saved_model", "model.onnx", "parity.json"):
+    for name in ("metrics.jsonl", "checkpoints", "saved_model", "model.onnx", "parity.json",
+                 "curves.png", "tensorboard"):
         assert os.path.exists(os.path.join(out, name)), name
-    final = json.load(open(os.path.join(out, "summary.json")))["final"]["val_acc"]
-    assert lines[-1] == (f"accuracy on the 30 test images: ONNX Runtime {final:.4f}, "
-                         f"training's final val_acc {final:.4f}")
+    final = json.load(open(os.path.join(out, "summary.json")))["final"]
+    acc, tta = final["val_acc"], final["val_acc_tta"]
+    assert lines[-1] == (f"accuracy on the 30 test images: ONNX Runtime {acc:.4f} (flip TTA "
+                         f"{tta:.4f}), training's final val_acc {acc:.4f} (flip TTA {tta:.4f})")
 
 
 def test_int8_model_is_kept_only_within_the_accuracy_bounds(exported, monkeypatch):
