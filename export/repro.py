@@ -1,0 +1,184 @@
+"""Reproduce the recipe several times and report the distribution, as DAWNBench asks.
+
+    ./run.sh repro --runs N --out DIR [--target 0.94] [TRAINING FLAGS]
+    python -m export.repro --runs N --out DIR [--target 0.94] [TRAINING FLAGS]
+
+Runs `python -m export.pipeline` (train, export the SavedModel and ONNX, check parity)
+with --seed 0..N-1 into DIR/run-0, DIR/run-1, ..., then writes DIR/repro.json, a markdown
+table DIR/repro.md and DIR/repro.png. Per run: val_acc and val_acc_tta (flip TTA), the ONNX
+model's accuracy both ways, the training time (evaluation excluded, the DAWNBench rule).
+Across runs: mean, std (n - 1), min, max, and how many reach --target, plain and with TTA.
+
+Running the same command again goes on where it stopped: finished runs are skipped, an
+interrupted run is resumed (`--resume`), a trained but unexported run is exported.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from legacy_eager.config import parse_args
+from legacy_eager.errors import UsageError, UserFacingError, run_cli
+from legacy_eager.report import write_json_atomic
+from legacy_eager.run_folder import read_metrics
+
+STATS = (("val_acc", "val acc"), ("val_acc_tta", "val acc, flip TTA"),
+         ("onnx_accuracy", "ONNX"), ("onnx_accuracy_tta", "ONNX, flip TTA"),
+         ("train_time_s", "training s"))
+
+
+class RunStopped(UserFacingError):
+    def __init__(self, message, code):
+        super().__init__(message)
+        self.exit_code = code
+
+
+def run_state(folder):
+    """new (nothing yet), resume (started, not finished), export (trained, export missing
+    or failed) or done."""
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        return "new"
+    if not os.path.isfile(os.path.join(folder, "summary.json")):
+        return "resume"
+    try:
+        with open(os.path.join(folder, "parity.json"), encoding="utf-8") as f:
+            return "done" if json.load(f).get("result") == "pass" else "export"
+    except (OSError, ValueError):
+        return "export"
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="python -m export.repro", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, required=True, help="how many runs (seeds 0..N-1)")
+    p.add_argument("--out", required=True, metavar="DIR", help="holds run-0, run-1, ... and the report")
+    p.add_argument("--target", type=float, default=0.94, help="accuracy to reach (default 0.94)")
+    return p
+
+
+def parse(argv):
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):
+            raise UsageError(message)
+
+    p = _parser()
+    p.__class__ = Parser
+    args, train_flags = p.parse_known_args(argv)
+    if args.runs < 1:
+        raise UsageError(f"--runs {args.runs}: expected a positive integer")
+    if not 0 < args.target <= 1:
+        raise UsageError(f"--target {args.target}: expected an accuracy in (0, 1]")
+    for flag in ("--seed", "--resume"):
+        if any(f == flag or f.startswith(flag + "=") for f in train_flags):
+            raise UsageError(f"{flag}: repro sets it for each run (seeds 0..N-1, resumes by itself)")
+    parse_args(train_flags)  # the training flags fail here, in one line, before any run
+    return args, train_flags
+
+
+def _pipeline(argv):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "export.pipeline", *argv], env=env).returncode
+
+
+def _export(folder):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "export.onnx", "--run", folder], env=env).returncode
+
+
+def run_one(folder, seed, train_flags, log):
+    state = run_state(folder)
+    if state == "done":
+        log(f"{folder}: done")
+        return
+    doing = {"new": "starting", "resume": "resuming", "export": "exporting"}[state]
+    log(f"{folder}: {doing} (seed {seed})")
+    if state == "new":
+        code = _pipeline(train_flags + ["--seed", str(seed), "--out", folder])
+    elif state == "resume":
+        code = _pipeline(["--resume", folder])
+    else:
+        code = _export(folder)
+    if code != 0:
+        raise RunStopped(f"{folder} stopped (exit {code}); run the same command again to go on "
+                         "from there", code)
+
+
+def collect(folder, seed):
+    with open(os.path.join(folder, "summary.json"), encoding="utf-8") as f:
+        summary = json.load(f)
+    with open(os.path.join(folder, "parity.json"), encoding="utf-8") as f:
+        parity = json.load(f)
+    epochs = read_metrics(folder)
+    final = summary["final"]
+    return {"seed": seed, "folder": folder, "val_acc": final["val_acc"],
+            "val_acc_tta": final["val_acc_tta"], "onnx_accuracy": parity["onnx_accuracy"],
+            "onnx_accuracy_tta": parity["tta"]["onnx_accuracy"],
+            "train_time_s": sum(r["train_time_s"] for r in epochs),
+            "total_time_s": summary["total_time_s"], "epochs": epochs}
+
+
+def statistics(runs, target):
+    stats = {}
+    for key, _ in STATS:
+        values = np.array([r[key] for r in runs], dtype=np.float64)
+        stats[key] = {"mean": float(values.mean()),
+                      "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                      "min": float(values.min()), "max": float(values.max())}
+    stats["reached_target"] = sum(r["val_acc"] >= target for r in runs)
+    stats["reached_target_tta"] = sum(r["val_acc_tta"] >= target for r in runs)
+    return stats
+
+
+def markdown(report):
+    runs, stats, target = report["runs"], report["statistics"], report["target"]
+    head = "| run | " + " | ".join(label for _, label in STATS) + " |"
+    lines = [f"{len(runs)} runs, target {target:g}: {stats['reached_target']} of {len(runs)} "
+             f"reach it, {stats['reached_target_tta']} with flip TTA.", "", head,
+             "|" + " --- |" * (len(STATS) + 1)]
+
+    def cells(values):
+        return " | ".join(f"{values[k]:.0f}" if k.endswith("_s") else f"{values[k]:.4f}"
+                          for k, _ in STATS)
+    for r in runs:
+        lines.append(f"| seed {r['seed']} | {cells(r)} |")
+    for stat in ("mean", "std", "min", "max"):
+        lines.append(f"| {stat} | {cells({k: stats[k][stat] for k, _ in STATS})} |")
+    lines += ["", f"Flags: `{' '.join(report['train_flags'])}`"]
+    return "\n".join(lines) + "\n"
+
+
+def repro(argv, log=print):
+    args, train_flags = parse(argv)
+    os.makedirs(args.out, exist_ok=True)
+    folders = [os.path.join(args.out, f"run-{seed}") for seed in range(args.runs)]
+    for seed, folder in enumerate(folders):
+        run_one(folder, seed, train_flags, log)
+    runs = [collect(folder, seed) for seed, folder in enumerate(folders)]
+    report = {"target": args.target, "train_flags": train_flags,
+              "runs": [{k: v for k, v in r.items() if k != "epochs"} for r in runs],
+              "statistics": statistics(runs, args.target)}
+    write_json_atomic(os.path.join(args.out, "repro.json"), report)
+    table = markdown(report)
+    tmp = os.path.join(args.out, f"repro.md.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(table)
+    os.replace(tmp, os.path.join(args.out, "repro.md"))
+    from legacy_eager.plots import draw_repro
+
+    draw_repro(runs, args.target, os.path.join(args.out, "repro.png"))
+    log(table.rstrip())
+    log(f"wrote {args.out}/repro.json, repro.md, repro.png")
+    return report
+
+
+def main(argv=None):
+    return run_cli(repro, sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

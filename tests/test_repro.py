@@ -1,0 +1,93 @@
+"""./run.sh repro: N seeded runs, their statistics, and going on after an interruption."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from export import repro
+from legacy_eager.errors import UsageError
+from tests import synthetic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _repro(*argv):
+    return subprocess.run([sys.executable, "-m", "export.repro", *argv], cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "cifar"
+    (xt, yt), (xs, ys) = synthetic.make_arrays(48, 1), synthetic.make_arrays(20, 2)
+    return synthetic.write_image_tree(str(root), xt, yt, xs, ys)
+
+
+def test_two_runs_report_their_distribution_and_a_rerun_only_finishes_what_is_missing(tree, tmp_path):
+    out = tmp_path / "r"
+    flags = ["--runs", "2", "--target", "0.15", "--data", tree, "--width", "4", "--batch-size", "16",
+             "--epochs", "1", "--out", str(out)]
+    first = _repro(*flags)
+    assert first.returncode == 0, first.stderr[-2000:]
+    report = json.load(open(out / "repro.json"))
+    summaries = [json.load(open(out / f"run-{i}" / "summary.json")) for i in range(2)]
+    assert [r["seed"] for r in report["runs"]] == [0, 1]
+    assert [s["config"]["seed"] for s in summaries] == [0, 1]
+    accs = np.array([s["final"]["val_acc"] for s in summaries])
+    stats = report["statistics"]
+    assert stats["val_acc"]["mean"] == pytest.approx(accs.mean())
+    assert stats["val_acc"]["std"] == pytest.approx(accs.std(ddof=1))
+    assert (stats["val_acc"]["min"], stats["val_acc"]["max"]) == (accs.min(), accs.max())
+    assert stats["reached_target"] == int((accs >= 0.15).sum())
+    parities = [json.load(open(out / f"run-{i}" / "parity.json")) for i in range(2)]
+    assert [r["onnx_accuracy_tta"] for r in report["runs"]] == [p["tta"]["onnx_accuracy"] for p in parities]
+    table = (out / "repro.md").read_text()
+    assert f"| seed 1 | {accs[1]:.4f} |" in table and f"| mean | {accs.mean():.4f} |" in table
+    with Image.open(out / "repro.png") as img:
+        assert img.format == "PNG" and img.size == (1200, 360)
+
+    stamps = {i: os.stat(out / f"run-{i}" / "summary.json").st_mtime_ns for i in range(2)}
+    again = _repro(*flags)
+    assert again.returncode == 0
+    assert again.stdout.splitlines()[:2] == [f"{out}/run-0: done", f"{out}/run-1: done"]
+    assert {i: os.stat(out / f"run-{i}" / "summary.json").st_mtime_ns for i in range(2)} == stamps
+
+    # As if stopped before run-1's end: it is resumed from its checkpoint, run-0 left alone.
+    os.remove(out / "run-1" / "summary.json")
+    resumed = _repro(*flags)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"{out}/run-1: resuming (seed 1)" in resumed.stdout
+    assert os.stat(out / "run-0" / "summary.json").st_mtime_ns == stamps[0]
+    assert json.load(open(out / "repro.json"))["runs"][1]["val_acc"] == pytest.approx(accs[1])
+
+
+def test_run_states(tmp_path):
+    folder = str(tmp_path / "run-0")
+    assert repro.run_state(folder) == "new"
+    os.makedirs(folder)
+    (tmp_path / "run-0" / "config.json").write_text("{}")
+    assert repro.run_state(folder) == "resume"
+    (tmp_path / "run-0" / "summary.json").write_text("{}")
+    assert repro.run_state(folder) == "export"
+    (tmp_path / "run-0" / "parity.json").write_text('{"result": "fail"}')
+    assert repro.run_state(folder) == "export"
+    (tmp_path / "run-0" / "parity.json").write_text('{"result": "pass"}')
+    assert repro.run_state(folder) == "done"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--runs", "2", "--out", "x", "--seed", "3"], "--seed: repro sets it for each run"),
+    (["--runs", "0", "--out", "x"], "--runs 0: expected a positive integer"),
+    (["--runs", "2", "--out", "x", "--target", "94"], "--target 94.0: expected an accuracy in (0, 1]"),
+    (["--runs", "2", "--out", "x", "--epochs", "-1"], "argument --epochs: expected a positive integer"),
+    (["--runs", "2"], "the following arguments are required: --out"),
+])
+def test_bad_flags_fail_in_one_line_before_any_run(argv, message):
+    with pytest.raises(UsageError) as e:
+        repro.parse(argv)
+    assert message in str(e.value)
