@@ -3,6 +3,7 @@
 # ./run.sh test [PYTEST ARGS]   run the test suite
 # ./run.sh bench [--quick]      run the benchmarks
 # ./run.sh repro --runs N --out DIR [--target 0.94] [FLAGS]   N seeds, their statistics
+# ./run.sh serve RUN_DIR|MODEL.onnx [FLAGS]   TensorFlow Serving's REST API on ONNX Runtime
 # ./run.sh --print-install      print the pip command it would run, and stop
 # Uses the active virtualenv, else creates .venv/ beside this script, and installs
 # requirements.txt into it unless every pinned version is already there. With an NVIDIA GPU
@@ -92,6 +93,7 @@ case "${1:-}" in
   test) shift; cd "$ROOT"; exec "$PY" -m pytest tests "$@" ;;
   bench) shift; exec "$PY" -m bench "$@" ;;
   repro) shift; exec "$PY" -m export.repro "$@" ;;
+  serve) shift; exec "$PY" -m export.serve "$@" ;;
 esac
 # Train, export SavedModel and ONNX (with parity), evaluate the ONNX model.
 exec "$PY" -m export.pipeline "$@"

@@ -25,6 +25,13 @@ def _save(fig, path):
     return path
 
 
+def _integer_epochs(*axes):
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def draw_curves(records, path):
     """Loss, accuracy (train, val, val with flip TTA) and learning rate against epoch."""
     plt = _pyplot()
@@ -44,6 +51,7 @@ def draw_curves(records, path):
     lr.set_title("learning rate per batch (epoch end)")
     lr.set_xlabel("epoch")
     lr.grid(alpha=0.3)
+    _integer_epochs(loss, acc, lr)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -98,6 +106,7 @@ def draw_repro(runs, target, path):
     curves.set_xlabel("epoch")
     curves.legend(fontsize=8)
     curves.grid(alpha=0.3)
+    _integer_epochs(curves)
     x = np.arange(len(runs))
     finals.bar(x - 0.2, [r["val_acc"] for r in runs], 0.4, label="val acc")
     finals.bar(x + 0.2, [r["val_acc_tta"] for r in runs], 0.4, label="with flip TTA")

@@ -1,0 +1,317 @@
+"""The HTTP server: TensorFlow Serving's REST API on a real loopback port, its errors,
+micro-batching, shutdown under load, no TensorFlow in the process, and the demo page in a
+real headless browser."""
+import asyncio
+import base64
+import http.client
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from export import onnx as onnx_export
+from export import serve
+from export.predict import OnnxClassifier
+from legacy_eager import train
+from tests import synthetic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "cifar"
+    (xt, yt), (xs, ys) = synthetic.make_arrays(48, 1), synthetic.make_arrays(20, 2)
+    tree = synthetic.write_image_tree(str(root), xt, yt, xs, ys)
+    out = str(tmp_path_factory.mktemp("runs") / "tiny")
+    assert train.main(["--data", tree, "--out", out, "--width", "4", "--batch-size", "16",
+                       "--epochs", "1"]) == 0
+    onnx_export.export_onnx(out, log=lambda *_: None)
+    return out, xs
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, target, *flags):
+        self.port = _free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "export.serve", target, "--port", str(self.port), *flags],
+            cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if self.request("GET", "/v1/models/davidnet")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"server did not start: {self.stop()[1]}")
+
+    def request(self, method, path, body=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            conn.request(method, path, body=body)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def predict(self, payload, query=""):
+        status, body = self.request("POST", f"/v1/models/davidnet:predict{query}",
+                                    json.dumps(payload) if not isinstance(payload, bytes) else payload)
+        return status, json.loads(body)
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        out, err = self.proc.communicate(timeout=60)
+        return self.proc.returncode, err
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    s = Server(model[0])
+    yield s
+    s.stop()
+
+
+def test_status_and_metadata_as_tensorflow_serving_gives_them(server):
+    status, body = server.request("GET", "/v1/models/davidnet")
+    assert status == 200
+    assert json.loads(body) == {"model_version_status": [{"version": "1", "state": "AVAILABLE", "status": {
+        "error_code": "OK", "error_message": ""}}]}
+    status, body = server.request("GET", "/v1/models/davidnet/metadata")
+    meta = json.loads(body)
+    signature = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    dims = lambda t: [int(d["size"]) for d in t["tensor_shape"]["dim"]]  # noqa: E731
+    assert signature["inputs"]["images"]["dtype"] == "DT_UINT8"
+    assert dims(signature["inputs"]["images"]) == [-1, 32, 32, 3]
+    assert {k: (v["dtype"], dims(v)) for k, v in signature["outputs"].items()} == {
+        "logits": ("DT_FLOAT", [-1, 10]), "probabilities": ("DT_FLOAT", [-1, 10])}
+    assert meta["class_names"][3] == "cat" and meta["model_spec"]["name"] == "davidnet"
+
+
+def test_predictions_equal_export_predicts(model, server):
+    run_dir, images = model
+    direct_logits, direct_probs = OnnxClassifier(os.path.join(run_dir, "model.onnx")).run(images)
+    status, rows = server.predict({"instances": images[:7].tolist()})
+    assert status == 200 and len(rows["predictions"]) == 7
+    names = OnnxClassifier(os.path.join(run_dir, "model.onnx")).class_names
+    for row, lg, pr in zip(rows["predictions"], direct_logits, direct_probs):
+        np.testing.assert_allclose(row["probabilities"], pr, atol=1e-6)
+        np.testing.assert_allclose(row["logits"], lg, atol=1e-5)
+        assert row["class"] == names[int(np.argmax(pr))]
+    status, columns = server.predict({"inputs": images[:3].tolist()})
+    assert status == 200 and set(columns["outputs"]) == {"logits", "probabilities", "class"}
+    np.testing.assert_allclose(columns["outputs"]["probabilities"], direct_probs[:3], atol=1e-6)
+    # b64: a PNG file of the image decodes to the same pixels
+    png = base64.b64encode(synthetic.png_bytes(images[0])).decode()
+    status, b64 = server.predict({"instances": [{"b64": png}]})
+    np.testing.assert_allclose(b64["predictions"][0]["probabilities"], direct_probs[0], atol=1e-6)
+
+
+def test_tta_by_query_or_body_averages_with_the_mirror(model, server):
+    run_dir, images = model
+    tta_logits, tta_probs = OnnxClassifier(os.path.join(run_dir, "model.onnx")).run(images[:4], tta=True)
+    for query, payload in (("?tta=1", {"instances": images[:4].tolist()}),
+                           ("", {"instances": images[:4].tolist(), "tta": True})):
+        status, rows = server.predict(payload, query)
+        assert status == 200
+        np.testing.assert_allclose([r["probabilities"] for r in rows["predictions"]], tta_probs, atol=1e-6)
+
+
+def _tiny_png():
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4), (10, 200, 30)).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_bad_requests_get_their_error_and_the_server_goes_on(model, server):
+    good = {"instances": model[1][:1].tolist()}
+    row = [[0, 0, 0]] * 32
+    cases = [
+        (b"{not json", 400, "request body is not JSON"),
+        ({"instances": [[row] * 31]}, 400, "instances[0]: shape [31, 32, 3], expected [32, 32, 3]"),
+        ({"instances": [[[[0, 0, 300]] * 32] * 32]}, 400, "instances[0]: value 300 outside 0..255"),
+        ({"instances": [[[[0, 0, 1.5]] * 32] * 32]}, 400, "instances[0]: values must be integers"),
+        ({"instances": [{"b64": "%%%"}]}, 400, "instances[0]: \"b64\" is not valid base64"),
+        ({"instances": [{"b64": base64.b64encode(b"hello").decode()}]}, 400, "undecodable image"),
+        ({"instances": [{"b64": _tiny_png()}] * 2000}, 413, "2000 instances; at most 1024"),
+        (b"[" + b" " * (20 * 2 ** 20) + b"]", 413, "at most 16777216 (--max-body-mb)"),
+        ({"images": []}, 400, "expected a JSON object with \"instances\""),
+    ]
+    for payload, code, message in cases:
+        status, answer = server.predict(payload)
+        assert (status, set(answer)) == (code, {"error"}), (payload if isinstance(payload, dict) else "", answer)
+        assert message in answer["error"]
+        assert server.predict(good)[0] == 200  # still answering
+    status, body = server.request("GET", "/v1/models/resnet")
+    assert status == 404 and json.loads(body) == {"error": "Servable not found for request: Latest(resnet)"}
+    status, body = server.request("POST", "/v1/models/resnet:predict", json.dumps(good))
+    assert status == 404
+
+
+def test_concurrent_requests_of_mixed_sizes_get_their_own_rows(model, server):
+    run_dir, images = model
+    classifier = OnnxClassifier(os.path.join(run_dir, "model.onnx"))
+    jobs = [(images[i:i + n], tta) for i, n, tta in
+            ((0, 1, False), (1, 3, True), (4, 7, False), (2, 2, False), (9, 5, True), (0, 11, False))] * 3
+    answers = [None] * len(jobs)
+
+    def send(k):
+        answers[k] = server.predict({"instances": jobs[k][0].tolist(), "tta": jobs[k][1]})
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for (batch, tta), (status, rows) in zip(jobs, answers):
+        assert status == 200 and len(rows["predictions"]) == len(batch)
+        np.testing.assert_allclose([r["probabilities"] for r in rows["predictions"]],
+                                   classifier.run(batch, tta=tta)[1], atol=1e-6)
+
+
+def test_requests_in_one_window_run_as_one_batch():
+    """The batcher itself: three requests within the window make one ONNX Runtime call,
+    and each gets its own rows; a request after the window makes its own call."""
+    calls = []
+
+    class Recorder:
+        def run(self, images, batch_size):
+            calls.append(len(images))
+            logits = images.reshape(len(images), -1)[:, :10].astype(np.float32)
+            return logits, logits
+
+    async def scenario():
+        batcher = serve.Batcher(Recorder(), max_batch=64, window=0.2)
+        batcher.start()
+        requests = [np.full((n, 32, 32, 3), n, np.uint8) for n in (1, 2, 3)]
+        together = await asyncio.gather(*(batcher.predict(r, False) for r in requests))
+        alone = await batcher.predict(np.full((1, 32, 32, 3), 9, np.uint8), True)
+        await batcher.stop()
+        return together, alone
+
+    together, alone = asyncio.run(scenario())
+    assert calls == [6, 2]  # 1 + 2 + 3 images in one call; then one image and its mirror
+    assert [lg.shape[0] for lg, _ in together] == [1, 2, 3]
+    assert [int(lg[0, 0]) for lg, _ in together] == [1, 2, 3]  # each request its own rows
+    assert alone[0].shape == (1, 10)
+
+
+def test_sigterm_under_load_answers_every_accepted_request(model):
+    """8 clients keep sending; SIGTERM: every request the server handled reached its
+    client whole, none was answered with an error, and the server exits 0."""
+    s = Server(model[0])
+    payload = json.dumps({"instances": model[1][:2].tolist()})
+    received, failures, stop = [], [], threading.Event()
+
+    def client():
+        while not stop.is_set():
+            try:
+                status, body = s.request("POST", "/v1/models/davidnet:predict", payload)
+            except (ConnectionError, http.client.RemoteDisconnected, OSError):
+                continue  # refused or closed before it was taken: not accepted
+            if status == 200 and len(json.loads(body)["predictions"]) == 2:
+                received.append(1)
+            else:
+                failures.append((status, body[:200]))
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    code, err = s.stop(signal.SIGTERM)
+    stop.set()
+    for t in threads:
+        t.join()
+    handled = [line for line in err.splitlines() if line.startswith("POST /v1/models/davidnet:predict 200 2 ")]
+    assert code == 0, err[-2000:]
+    assert failures == []
+    assert len(received) > 10 and len(handled) == len(received)
+
+
+def test_server_never_loads_tensorflow(model, server):
+    with open(f"/proc/{server.proc.pid}/maps") as f:
+        libraries = f.read()
+    assert "libtensorflow" not in libraries and "_pywrap_tensorflow" not in libraries
+    assert "onnxruntime" in libraries
+
+
+def test_bad_model_path_is_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "export.serve", str(tmp_path)], cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"error: {tmp_path}: no such ONNX model (expected MODEL.onnx "
+                                   "or a run folder with model.onnx)")
+
+
+# ---------------------------------------------------------------- the demo page, in a browser
+
+
+def _browser():
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return None, "selenium is not installed"
+    if not chromium or not driver:
+        return None, "no Chromium and chromedriver (apt-get install chromium chromium-driver)"
+    return (chromium, driver), None
+
+
+def test_demo_page_classifies_a_chosen_image_in_a_real_browser(model, server, tmp_path):
+    found, reason = _browser()
+    if found is None:
+        pytest.skip(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    run_dir, images = model
+    picture = tmp_path / "picture.png"
+    Image.fromarray(images[5]).resize((96, 96), Image.NEAREST).save(picture)
+    expected = OnnxClassifier(os.path.join(run_dir, "model.onnx"))
+    from export.predict import to_model_input
+    with Image.open(picture) as img:
+        probs = expected.run(to_model_input(img)[None])[1][0]
+    top5 = [expected.class_names[i] for i in np.argsort(-probs)[:5]]
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = found[0]
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=900,800"):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=Service(found[1]), options=options)
+    try:
+        browser.get(f"http://127.0.0.1:{server.port}/")
+        assert browser.title == "DavidNet: CIFAR-10 classifier"
+        browser.find_element(By.ID, "file").send_keys(str(picture))
+        WebDriverWait(browser, 30).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#result .row")) == 5)
+        rows = browser.find_elements(By.CSS_SELECTOR, "#result .row")
+        assert [r.find_element(By.CLASS_NAME, "name").text for r in rows] == top5
+        shown = [float(r.find_element(By.CLASS_NAME, "p").text.rstrip("%")) for r in rows]
+        np.testing.assert_allclose(shown, np.sort(probs)[::-1][:5] * 100, atol=0.051)
+        assert browser.find_element(By.ID, "preview").is_displayed()
+        browser.save_screenshot(str(tmp_path / "demo.png"))
+        if os.environ.get("DAVIDNET_SCREENSHOT"):
+            shutil.copy(tmp_path / "demo.png", os.environ["DAVIDNET_SCREENSHOT"])
+    finally:
+        browser.quit()
