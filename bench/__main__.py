@@ -1,6 +1,7 @@
 """Benchmarks of the training and serving paths, measured in one run on this machine.
 
-    python -m bench [--quick] [--json-only]
+    python -m bench [--quick]
+    python -m bench serve [--quick]
 
 1. input pipeline: images/s over a full 50,000-image epoch (synthetic uint8 data of the
    real shape), the seed's tf.data chain (rebuilt each epoch, as the seed does) vs fast;
@@ -10,8 +11,10 @@
    bench/flops.py);
 3. inference of a width-64 export: batch 256 (images/s) and batch 1 (median ms) for the
    TF SavedModel, ONNX Runtime fp32 and ONNX Runtime INT8;
-4. peak RSS of a training process holding all 50,000 images, for both pipelines.
---quick (under 3 minutes) times batch-128 train steps and fewer repetitions.
+4. peak RSS of a training process holding all 50,000 images, for both pipelines;
+5. with --quick, a short pass of the HTTP server under load (the full one: python -m bench
+   serve, bench/serve.py).
+--quick (about 3 minutes) times batch-128 train steps and fewer repetitions.
 Every figure is from this run; ratios compare figures from this run only.
 """
 import argparse
@@ -112,15 +115,18 @@ def _make_export(folder, width=64):
     from legacy_eager.data import CLASSES
     from legacy_eager.model import DavidNet, build
     from legacy_eager.report import write_json_atomic
+    from legacy_eager.trainer import Progress
 
     model = build(DavidNet(c=width))
+    progress = Progress()
+    progress.set(epoch=1)  # a finished one-epoch run, which is what export accepts
     x, _ = _synthetic(1024, seed=1)
     mean, std = x.mean(axis=(0, 1, 2)), x.std(axis=(0, 1, 2))
-    run_info = {"config": {"width": width},
+    run_info = {"config": {"width": width, "epochs": 1},
                 "data": {"classes": list(CLASSES),
                          "normalization": {"mean": mean.tolist(), "std": std.tolist()}}}
     write_json_atomic(os.path.join(folder, "config.json"), run_info)
-    tf.train.Checkpoint(model=model).save(os.path.join(folder, "checkpoints", "ckpt"))
+    tf.train.Checkpoint(model=model, progress=progress).save(os.path.join(folder, "checkpoints", "ckpt"))
     saved_model = export_savedmodel(folder)
     fp32 = os.path.join(folder, "model.onnx")
     convert(saved_model, fp32)
@@ -213,6 +219,11 @@ def table(results):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:
+        from bench import serve
+
+        return serve.main(argv[1:])
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller and fewer repetitions (< 3 min)")
@@ -233,8 +244,13 @@ def main(argv=None):
                                      reps_one=20 if args.quick else 100),
         "peak_rss": bench_rss(steps=3 if args.quick else 10),
     }
+    from bench import serve
+
+    results["serve"] = serve.bench_serve(quick=True) if args.quick else None
     results["seconds"] = time.perf_counter() - start
     print(table(results))
+    if results["serve"]:
+        print(serve.table(results["serve"]))
     print(json.dumps(results))
     return 0
 

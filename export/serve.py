@@ -149,6 +149,8 @@ class Batcher:
         self.task = None
 
     def start(self):
+        # One batch at a time: ONNX Runtime already uses every core for it (two batches in
+        # flight were measured slower on 2 cores; README, Serving over HTTP).
         self.task = asyncio.get_running_loop().create_task(self._work())
 
     async def stop(self):

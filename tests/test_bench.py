@@ -44,3 +44,18 @@ def test_peak_rss_child_reports_its_own_peak():
                           cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
                           capture_output=True, text=True, timeout=60)
     assert 300 < float(done.stdout) < 600
+
+
+def test_serve_table_reports_every_goal():
+    from bench import serve
+
+    run = lambda c, n, rate, p99: {"clients": c, "requests": 100, "images_per_request": n,  # noqa: E731
+                                   "images_per_s": rate, "p50_ms": 5.0, "p99_ms": p99}
+    result = {"width": 64, "predict_batch256_images_per_s": {"fp32": 300.0, "int8": 900.0},
+              "clients": {"single_8": run(8, 1, 150.0, 80.0), "single_32": run(32, 1, 195.0, 250.0)},
+              "server_peak_rss_mb": 385.0, "single_32_over_batch256": 0.65,
+              "goals": {"single_32_over_batch256": False, "p99_ms_at_8": True, "server_rss_mb": True}}
+    text = serve.table(result)
+    for fragment in ("fp32 300.0, INT8 900.0 images/s", "65% (goal 70%: not met)",
+                     "p99 at 8 clients 80.0 ms (goal < 100: met)", "385 MB (goal < 600: met)"):
+        assert fragment in text

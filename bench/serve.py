@@ -1,0 +1,171 @@
+"""The HTTP server under load: `python -m bench serve [--quick]` (and a short pass in
+`python -m bench --quick`).
+
+Starts `export.serve` on a free loopback port with a width-64 export, drives it with C
+concurrent clients (1, 8, 32; keep-alive connections, request bodies encoded before the
+clock starts) sending single images, then batches of 64, for a fixed number of requests,
+and reports images/s and p50/p99 latency beside export.predict's batch-256 throughput on
+the same model (fp32 and INT8) and the server's peak RSS. Goals, on a 2-core CPU:
+32 single-image clients reach 70% of the batch-256 images/s; p99 < 100 ms with 8 clients;
+server RSS < 600 MB.
+"""
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GOALS = {"single_32_over_batch256": 0.70, "p99_ms_at_8": 100.0, "server_rss_mb": 600.0}
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(model, port):
+    proc = subprocess.Popen([sys.executable, "-m", "export.serve", model, "--port", str(port),
+                             "--quiet"], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/v1/models/davidnet")
+            if conn.getresponse().status == 200:
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"export.serve did not start: {proc.stderr.read()[-500:]}")
+
+
+def _peak_rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def drive(port, body, images_per_request, clients, requests):
+    """`requests` POSTs of `body` spread over `clients` threads, each on one keep-alive
+    connection. Returns images/s and latency percentiles (ms)."""
+    latencies, errors = [], []
+    per_client = [requests // clients + (i < requests % clients) for i in range(clients)]
+    start_line = threading.Barrier(clients + 1)
+
+    def client(n):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        conn.connect()
+        start_line.wait()
+        for _ in range(n):
+            t = time.perf_counter()
+            conn.request("POST", "/v1/models/davidnet:predict", body,
+                         {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            latencies.append((time.perf_counter() - t) * 1000)
+            if response.status != 200:
+                errors.append(response.status)
+        conn.close()
+    threads = [threading.Thread(target=client, args=(n,)) for n in per_client]
+    for t in threads:
+        t.start()
+    start_line.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"the server answered {len(errors)} requests with {sorted(set(errors))}")
+    return {"clients": clients, "requests": requests, "images_per_request": images_per_request,
+            "images_per_s": requests * images_per_request / seconds,
+            "p50_ms": float(np.percentile(latencies, 50)), "p99_ms": float(np.percentile(latencies, 99))}
+
+
+def bench_serve(quick=False, folder=None):
+    from bench.__main__ import _make_export, _synthetic
+    from export.predict import OnnxClassifier
+
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = folder or scratch
+        _, fp32, int8 = _make_export(folder)
+        images, _ = _synthetic(256, seed=3)
+        predict = {}
+        for name, path in (("fp32", fp32), ("int8", int8)):
+            clf = OnnxClassifier(path)
+            clf.run(images, 256)
+            reps = 2 if quick else 6
+            t = time.perf_counter()
+            for _ in range(reps):
+                clf.run(images, 256)
+            predict[name] = 256 * reps / (time.perf_counter() - t)
+            del clf
+        port = _free_port()
+        server = _start(fp32, port)
+        try:
+            single = json.dumps({"instances": images[:1].tolist()})
+            batch64 = json.dumps({"instances": images[:64].tolist()})
+            drive(port, single, 1, 4, 20)  # warm-up
+            runs = {}
+            for clients in ((8, 32) if quick else (1, 8, 32)):
+                n = (60 if quick else 400) if clients > 1 else (30 if quick else 150)
+                runs[f"single_{clients}"] = drive(port, single, 1, clients, max(n, clients))
+                m = 4 if quick else 24
+                runs[f"batch64_{clients}"] = drive(port, batch64, 64, clients, max(m, clients))
+            rss = _peak_rss_mb(server.pid)
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    result = {"width": 64, "quick": quick, "predict_batch256_images_per_s": predict,
+              "clients": runs, "server_peak_rss_mb": rss}
+    result["single_32_over_batch256"] = runs["single_32"]["images_per_s"] / predict["fp32"]
+    result["goals"] = {
+        "single_32_over_batch256": result["single_32_over_batch256"] >= GOALS["single_32_over_batch256"],
+        "p99_ms_at_8": runs["single_8"]["p99_ms"] < GOALS["p99_ms_at_8"],
+        "server_rss_mb": rss < GOALS["server_rss_mb"],
+    }
+    return result
+
+
+def table(r):
+    rows = [f"serving over HTTP (export.serve, width {r['width']}); export.predict batch 256: "
+            f"fp32 {r['predict_batch256_images_per_s']['fp32']:.1f}, "
+            f"INT8 {r['predict_batch256_images_per_s']['int8']:.1f} images/s",
+            "  clients  images/request  requests  images/s   p50 ms   p99 ms"]
+    for m in r["clients"].values():
+        rows.append(f"  {m['clients']:>7}  {m['images_per_request']:>14}  {m['requests']:>8}  "
+                    f"{m['images_per_s']:>8.1f}  {m['p50_ms']:>7.1f}  {m['p99_ms']:>7.1f}")
+    g = r["goals"]
+    rows.append(f"  32 single-image clients / batch 256: {100 * r['single_32_over_batch256']:.0f}% "
+                f"(goal 70%: {'met' if g['single_32_over_batch256'] else 'not met'}); p99 at 8 "
+                f"clients {r['clients']['single_8']['p99_ms']:.1f} ms (goal < 100: "
+                f"{'met' if g['p99_ms_at_8'] else 'not met'}); server peak RSS "
+                f"{r['server_peak_rss_mb']:.0f} MB (goal < 600: {'met' if g['server_rss_mb'] else 'not met'})")
+    return "\n".join(rows)
+
+
+def main(argv=None):
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m bench serve", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="fewer requests (about a minute)")
+    args = p.parse_args(argv)
+    result = bench_serve(args.quick)
+    print(table(result))
+    print(json.dumps({"serve": result}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
