@@ -78,16 +78,12 @@ def parse(argv):
     return args, train_flags
 
 
-def _pipeline(argv):
+def _python_m(module, *argv):
+    """`python -m module argv` in its own process (a clean TensorFlow for every run);
+    its exit code."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "export.pipeline", *argv], env=env).returncode
-
-
-def _export(folder):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "export.onnx", "--run", folder], env=env).returncode
+    return subprocess.run([sys.executable, "-m", module, *argv], env=env).returncode
 
 
 def run_one(folder, seed, train_flags, log):
@@ -98,11 +94,11 @@ def run_one(folder, seed, train_flags, log):
     doing = {"new": "starting", "resume": "resuming", "export": "exporting"}[state]
     log(f"{folder}: {doing} (seed {seed})")
     if state == "new":
-        code = _pipeline(train_flags + ["--seed", str(seed), "--out", folder])
+        code = _python_m("export.pipeline", *train_flags, "--seed", str(seed), "--out", folder)
     elif state == "resume":
-        code = _pipeline(["--resume", folder])
+        code = _python_m("export.pipeline", "--resume", folder)
     else:
-        code = _export(folder)
+        code = _python_m("export.onnx", "--run", folder)
     if code != 0:
         raise RunStopped(f"{folder} stopped (exit {code}); run the same command again to go on "
                          "from there", code)
