@@ -45,6 +45,43 @@ def signal_name(signum):
     return signal.Signals(signum).name
 
 
+def epoch_record(config, epoch, train_sums, test_sums, len_train, len_test, times, global_step):
+    """The epoch's line: the seed's printed numbers, flip TTA, timings and the step."""
+    (loss_sum, correct_sum), (test_loss, test_acc, test_loss_tta, test_acc_tta) = train_sums, test_sums
+    train_time, eval_time, elapsed = times
+    return {
+        "epoch": epoch,
+        # The seed prints lr_schedule(epoch+1): the schedule at the epoch's end, per batch.
+        "lr": float(lr_schedule(epoch, config.epochs, config.lr)),
+        "train_loss": loss_sum / len_train, "train_acc": correct_sum / len_train,
+        "val_loss": test_loss / len_test, "val_acc": test_acc / len_test,
+        "val_loss_tta": test_loss_tta / len_test, "val_acc_tta": test_acc_tta / len_test,
+        "train_time_s": train_time, "eval_time_s": eval_time,
+        "epoch_time_s": train_time + eval_time, "elapsed_s": elapsed,
+        "images_per_s": len_train / train_time,
+        "global_step": global_step,
+    }
+
+
+class _Saver:
+    """Checkpoints, each only after checking that nothing it would keep has diverged."""
+
+    def __init__(self, trainer, out_dir):
+        self.trainer, self.manager = trainer, checkpoints.manager(trainer, out_dir)
+
+    def check_finite(self, epoch, val_loss=None):
+        """Exit 3, saving nothing, if anything that a checkpoint would keep diverged."""
+        problem = self.trainer.divergence(epoch, val_loss)
+        if problem is not None:
+            kept = self.manager.latest_checkpoint
+            raise Diverged(f"{problem}; stopped without saving; the last good checkpoint is "
+                           f"{kept or 'none (no epoch had finished)'}")
+
+    def save(self, epoch, val_loss=None):
+        self.check_finite(epoch, val_loss)
+        self.manager.save(checkpoint_number=int(self.trainer.global_step.numpy()))
+
+
 def fit(trainer, train_set, test_set, len_train, len_test, out_dir, log=print, stop=None,
         observers=()):
     """Epochs from where trainer.progress stands (zero for a new run, the restored state
@@ -56,21 +93,9 @@ def fit(trainer, train_set, test_set, len_train, len_test, out_dir, log=print, s
 
     config, progress = trainer.config, trainer.progress
     metrics = report.JsonLines(f"{out_dir}/metrics.jsonl")
-    saver = checkpoints.manager(trainer, out_dir)
+    saver = _Saver(trainer, out_dir)
     should_stop = (lambda: stop() is not None) if stop else None
     resume_hint = f"resume with: ./run.sh --resume {out_dir}"
-
-    def check_finite(epoch, val_loss=None):
-        """Exit 3, saving nothing, if anything that a checkpoint would keep diverged."""
-        problem = trainer.divergence(epoch, val_loss)
-        if problem is not None:
-            kept = saver.latest_checkpoint
-            raise Diverged(f"{problem}; stopped without saving; the last good checkpoint is "
-                           f"{kept or 'none (no epoch had finished)'}")
-
-    def save():
-        saver.save(checkpoint_number=int(trainer.global_step.numpy()))
-
     log(report.header_row())
     record = None
     t_start, elapsed_before = time.time(), float(progress.elapsed.numpy())
@@ -87,36 +112,25 @@ def fit(trainer, train_set, test_set, len_train, len_test, out_dir, log=print, s
             progress.set(epoch=epoch, batch=start + ran, loss_sum=loss_sum,
                          correct_sum=correct_sum, train_time=train_time,
                          elapsed=elapsed_before + time.time() - t_start)
-            check_finite(epoch + 1)
-            save()
+            saver.save(epoch + 1)
             raise Interrupted(
                 f"stopped by {signal_name(stop())} in epoch {epoch + 1} after batch "
                 f"{start + ran} of {trainer.steps_per_epoch} (global step "
                 f"{int(trainer.global_step.numpy())}); checkpoint saved; {resume_hint}", stop())
-        check_finite(epoch + 1)  # before spending time on evaluation
+        saver.check_finite(epoch + 1)  # before spending time on evaluation
         t_eval = time.time()
-        test_loss, test_acc, test_loss_tta, test_acc_tta = trainer.evaluate(test_set)
-        eval_time = time.time() - t_eval
-        elapsed = elapsed_before + time.time() - t_start
-        record = {
-            "epoch": epoch + 1,
-            # The seed prints lr_schedule(epoch+1): the schedule at the epoch's end, per batch.
-            "lr": float(lr_schedule(epoch + 1, config.epochs, config.lr)),
-            "train_loss": loss_sum / len_train, "train_acc": correct_sum / len_train,
-            "val_loss": test_loss / len_test, "val_acc": test_acc / len_test,
-            "val_loss_tta": test_loss_tta / len_test, "val_acc_tta": test_acc_tta / len_test,
-            "train_time_s": train_time, "eval_time_s": eval_time,
-            "epoch_time_s": train_time + eval_time, "elapsed_s": elapsed,
-            "images_per_s": len_train / train_time,
-            "global_step": int(trainer.global_step.numpy()),
-        }
-        check_finite(epoch + 1, record["val_loss"])
+        test_sums = trainer.evaluate(test_set)
+        eval_time, elapsed = time.time() - t_eval, elapsed_before + time.time() - t_start
+        record = epoch_record(config, epoch + 1, (loss_sum, correct_sum), test_sums, len_train,
+                              len_test, (train_time, eval_time, elapsed),
+                              int(trainer.global_step.numpy()))
+        saver.check_finite(epoch + 1, record["val_loss"])
         # The line first, then the checkpoint that counts it: a crash in between leaves
         # a line that --resume drops (the checkpoint says the epoch is not done).
         metrics.write(record)
         progress.set(epoch=epoch + 1, batch=0, loss_sum=0.0, correct_sum=0.0, train_time=0.0,
                      elapsed=elapsed)
-        save()
+        saver.save(epoch + 1, record["val_loss"])
         log(report.format_row(record))
         for observer in observers:
             observer.epoch_done(record, step_losses, epoch * trainer.steps_per_epoch + start)
