@@ -79,7 +79,7 @@ def _pixels(value, where):
                          "{\"b64\": ...}")
     try:
         array = np.asarray(value)
-    except ValueError:
+    except (ValueError, RecursionError):
         array = None
     if array is None or array.dtype == object or array.shape != (32, 32, 3):
         shape = "ragged" if array is None or array.dtype == object else list(array.shape)
@@ -102,6 +102,8 @@ def parse_request(body, max_instances):
         request = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequest(f"request body is not JSON ({e})") from None
+    except RecursionError:
+        raise BadRequest("request body is nested too deeply") from None
     if not isinstance(request, dict) or ("instances" in request) == ("inputs" in request):
         raise BadRequest("expected a JSON object with \"instances\" (row format) or \"inputs\" "
                          "(columnar format)")

@@ -154,6 +154,7 @@ def test_bad_requests_get_their_error_and_the_server_goes_on(model, server):
         ({"instances": [{"b64": _tiny_png()}] * 2000}, 413, "2000 instances; at most 1024"),
         (b"[" + b" " * (20 * 2 ** 20) + b"]", 413, "at most 16777216 (--max-body-mb)"),
         ({"images": []}, 400, "expected a JSON object with \"instances\""),
+        (b'{"instances": ' + b"[" * 100000 + b"]" * 100000 + b"}", 400, "nested too deeply"),
     ]
     for payload, code, message in cases:
         status, answer = server.predict(payload)
