@@ -18,10 +18,12 @@ EPOCH_SCALARS = (
 
 class TensorBoardLog:
     def __init__(self, out_dir, config, batches_per_epoch):
-        self.writer = tf.summary.create_file_writer(os.path.join(out_dir, "tensorboard"))
+        self.folder, self.writer = os.path.join(out_dir, "tensorboard"), None
         self.config, self.batches_per_epoch = config, batches_per_epoch
 
     def epoch_done(self, record, step_losses, first_batch):
+        # Made at the first finished epoch: a run that diverges before it leaves no folder.
+        self.writer = self.writer or tf.summary.create_file_writer(self.folder)
         losses = tf.stack(step_losses).numpy() if step_losses else []
         with self.writer.as_default():
             for i, loss in enumerate(losses):

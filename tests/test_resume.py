@@ -138,6 +138,7 @@ def test_absurd_learning_rate_stops_with_exit_3(tree, tmp_path, capsys):
     assert not (out / "summary.json").exists()
     assert not (out / "checkpoints").exists()
     assert not (out / "metrics.jsonl").exists()  # nothing of the diverged epoch is kept
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]
 
 
 def _poison_after(monkeypatch, epoch, poison):
@@ -199,6 +200,7 @@ def test_diverged_state_stops_before_saving(tree, tmp_path, capsys, monkeypatch,
         assert int(tf.train.load_checkpoint(kept).get_tensor(
             "progress/epoch/.ATTRIBUTES/VARIABLE_VALUE")) == epoch - 1
     assert not (out / "summary.json").exists() and not (out / "saved_model").exists()
+    assert (out / "tensorboard").exists() == (epoch > 1)  # only finished epochs are logged
 
 
 def test_resume_refuses_other_flags(capsys):
