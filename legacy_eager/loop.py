@@ -68,14 +68,20 @@ class _Saver:
 
     def __init__(self, trainer, out_dir):
         self.trainer, self.manager = trainer, checkpoints.manager(trainer, out_dir)
+        self._finite_at_step = None  # global step at which the variables were last found finite
 
     def check_finite(self, epoch, val_loss=None):
-        """Exit 3, saving nothing, if anything that a checkpoint would keep diverged."""
-        problem = self.trainer.divergence(epoch, val_loss)
+        """Exit 3, saving nothing, if anything that a checkpoint would keep diverged.
+        The pass over the variables runs once per global step: only training steps change
+        them (evaluation reads BatchNorm's moving statistics, it does not update them)."""
+        step = int(self.trainer.global_step.numpy())
+        problem = self.trainer.divergence(epoch, val_loss,
+                                          variables=step != self._finite_at_step)
         if problem is not None:
             kept = self.manager.latest_checkpoint
             raise Diverged(f"{problem}; stopped without saving; the last good checkpoint is "
                            f"{kept or 'none (no epoch had finished)'}")
+        self._finite_at_step = step
 
     def save(self, epoch, val_loss=None):
         self.check_finite(epoch, val_loss)

@@ -111,16 +111,17 @@ class Trainer:
         first = self.first_nonfinite_step
         first.assign(tf.where((first < 0) & ~tf.math.is_finite(loss), self.global_step, first))
 
-    def divergence(self, epoch, val_loss=None):
+    def divergence(self, epoch, val_loss=None, variables=True):
         """What is not finite, in words, or None: the first step's loss, else the first
-        checkpointed variable, else val_loss. `epoch` (1-based) is the one just trained."""
+        checkpointed variable (unless variables=False), else val_loss. `epoch` (1-based)
+        is the one just trained."""
         step = int(self.first_nonfinite_step.numpy())
         if step >= 0:
             lr = lr_schedule(step / self.batches_per_epoch, self.config.epochs, self.config.lr)
             return (f"loss is not finite at global step {step} (epoch "
                     f"{step // self.steps_per_epoch + 1}, learning rate {lr:.6g} per batch, "
                     f"{lr / self.config.batch_size:.6g} per example)")
-        name = self.first_nonfinite_variable()
+        name = self.first_nonfinite_variable() if variables else None
         if name is not None:
             return f"variable {name} is not finite in epoch {epoch}"
         if val_loss is not None and not math.isfinite(val_loss):
