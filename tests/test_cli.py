@@ -8,17 +8,9 @@ import time
 import pytest
 
 from legacy_eager import train
-from tests import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_FLAGS = ["--width", "4", "--batch-size", "16", "--epochs", "2"]
-
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data") / "cifar"
-    (x_train, y_train), (x_test, y_test) = synthetic.make_arrays(48, 1), synthetic.make_arrays(20, 2)
-    return synthetic.write_image_tree(str(root), x_train, y_train, x_test, y_test)
 
 
 def _one_line_error(capsys, argv):

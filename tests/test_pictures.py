@@ -9,14 +9,10 @@ import tensorflow as tf
 from PIL import Image
 
 from legacy_eager import pipeline, train
-from tests import synthetic
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data") / "cifar"
-    (xt, yt), (xs, ys) = synthetic.make_arrays(48, 1), synthetic.make_arrays(20, 2)
-    tree = synthetic.write_image_tree(str(root), xt, yt, xs, ys)
+def run(tree, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "run"
     lines = []
     assert train.run(train.parse_args(["--data", tree, "--out", str(out), "--width", "4",

@@ -10,7 +10,6 @@ from PIL import Image
 
 from export import repro
 from legacy_eager.errors import UsageError
-from tests import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -19,13 +18,6 @@ def _repro(*argv):
     return subprocess.run([sys.executable, "-m", "export.repro", *argv], cwd=ROOT,
                           env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
                           timeout=600)
-
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data") / "cifar"
-    (xt, yt), (xs, ys) = synthetic.make_arrays(48, 1), synthetic.make_arrays(20, 2)
-    return synthetic.write_image_tree(str(root), xt, yt, xs, ys)
 
 
 def test_two_runs_report_their_distribution_and_a_rerun_only_finishes_what_is_missing(tree, tmp_path):

@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import pytest
+import tensorflow as tf
 
 from legacy_eager import train
-from tests import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -120,13 +120,6 @@ def test_float16_loss_scale_state_is_checkpointed(tmp_path):
     assert int(fresh.loss_scale.good_steps.numpy()) == 1234
 
 
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data") / "cifar"
-    (xt, yt), (xs, ys) = synthetic.make_arrays(48, 1), synthetic.make_arrays(20, 2)
-    return synthetic.write_image_tree(str(root), xt, yt, xs, ys)
-
-
 def test_absurd_learning_rate_stops_with_exit_3(tree, tmp_path, capsys):
     out = tmp_path / "nan"
     code = train.main(["--data", tree, "--out", str(out), "--width", "4", "--batch-size", "16",
@@ -168,9 +161,6 @@ def _infinite_moving_variance(trainer):
     v.assign(tf.tensor_scatter_nd_update(v, [[0]], [float("inf")]))
 
 
-import tensorflow as tf  # noqa: E402
-
-
 @pytest.mark.parametrize("epoch,poison,named", [
     (1, _overflow_weight, "variable model/linear/kernel is not finite in epoch 1"),
     (3, _overflow_weight, "variable model/linear/kernel is not finite in epoch 3"),
@@ -201,6 +191,22 @@ def test_diverged_state_stops_before_saving(tree, tmp_path, capsys, monkeypatch,
             "progress/epoch/.ATTRIBUTES/VARIABLE_VALUE")) == epoch - 1
     assert not (out / "summary.json").exists() and not (out / "saved_model").exists()
     assert (out / "tensorboard").exists() == (epoch > 1)  # only finished epochs are logged
+
+
+def test_variables_are_checked_once_per_epoch(tree, tmp_path, monkeypatch):
+    """The pass over every checkpointed variable runs once per trained epoch: evaluation,
+    writing the line and saving change no variable, so they do not repeat it."""
+    from legacy_eager.trainer import Trainer
+
+    real, steps = Trainer.first_nonfinite_variable, []
+
+    def first_nonfinite_variable(self):
+        steps.append(int(self.global_step.numpy()))
+        return real(self)
+    monkeypatch.setattr(Trainer, "first_nonfinite_variable", first_nonfinite_variable)
+    assert train.main(["--data", tree, "--out", str(tmp_path / "run"), "--width", "4",
+                       "--batch-size", "16", "--epochs", "3"]) == 0
+    assert steps == [3, 6, 9]  # 48 images in batches of 16: 3 steps an epoch
 
 
 def test_resume_refuses_other_flags(capsys):

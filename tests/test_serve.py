@@ -29,15 +29,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data") / "cifar"
-    (xt, yt), (xs, ys) = synthetic.make_arrays(48, 1), synthetic.make_arrays(20, 2)
-    tree = synthetic.write_image_tree(str(root), xt, yt, xs, ys)
+def model(tree, tiny_arrays, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("runs") / "tiny")
     assert train.main(["--data", tree, "--out", out, "--width", "4", "--batch-size", "16",
                        "--epochs", "1"]) == 0
     onnx_export.export_onnx(out, log=lambda *_: None)
-    return out, xs
+    return out, tiny_arrays[1][0]
 
 
 def _free_port():
