@@ -36,6 +36,7 @@ import time
 import numpy as np
 
 from export.predict import OnnxClassifier, softmax, to_model_input
+from legacy_eager.errors import UsageError
 
 VERSION = "1"
 DEMO_PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo.html")
@@ -338,8 +339,8 @@ def model_path(target):
     """MODEL.onnx itself, or RUN_DIR/model.onnx."""
     path = os.path.join(target, "model.onnx") if os.path.isdir(target) else target
     if not os.path.isfile(path):
-        raise BadRequest(f"{target}: no such ONNX model (expected MODEL.onnx or a run folder "
-                         "with model.onnx)", status=2)
+        raise UsageError(f"{target}: no such ONNX model (expected MODEL.onnx or a run folder "
+                         "with model.onnx)")
     return path
 
 
@@ -375,9 +376,9 @@ def main(argv=None):
     try:
         path = model_path(args.model)
         classifier = OnnxClassifier(path, threads=args.threads)
-    except BadRequest as e:
+    except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except Exception as e:
         print(f"error: {args.model}: cannot load ONNX model ({type(e).__name__})", file=sys.stderr)
         return 2
