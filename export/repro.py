@@ -10,7 +10,8 @@ model's accuracy both ways, the training time (evaluation excluded, the DAWNBenc
 Across runs: mean, std (n - 1), min, max, and how many reach --target, plain and with TTA.
 
 Running the same command again goes on where it stopped: finished runs are skipped, an
-interrupted run is resumed (`--resume`), a trained but unexported run is exported.
+interrupted run is resumed (`--resume`), a trained but unexported run is exported. Other
+training flags than a run folder's own stop it before any run, in one line.
 """
 import argparse
 import json
@@ -23,7 +24,7 @@ import numpy as np
 from legacy_eager.config import parse_args
 from legacy_eager.errors import UsageError, UserFacingError, run_cli
 from legacy_eager.report import write_json_atomic
-from legacy_eager.run_folder import read_metrics
+from legacy_eager.run_folder import read_metrics, read_run_info
 
 STATS = (("val_acc", "val acc"), ("val_acc_tta", "val acc, flip TTA"),
          ("onnx_accuracy", "ONNX"), ("onnx_accuracy_tta", "ONNX, flip TTA"),
@@ -76,6 +77,24 @@ def parse(argv):
             raise UsageError(f"{flag}: repro sets it for each run (seeds 0..N-1, resumes by itself)")
     parse_args(train_flags)  # the training flags fail here, in one line, before any run
     return args, train_flags
+
+
+def changed_flags(folder, seed, train_flags):
+    """How the training flags given now differ from those `folder` was started with, as
+    "--width 16, not 32" phrases; empty when they are the same run."""
+    saved = read_run_info(folder, "--out")["config"]
+    wanted = dict(parse_args(train_flags).to_dict(), seed=seed)
+    changed = []
+    for key, value in wanted.items():
+        if key in ("out", "resume", "allow_cpu", "data", "dropout") or key not in saved:
+            continue  # where it is written, flags that do not change the run; data below
+        if saved[key] != value:
+            changed.append(f"--{key.replace('_', '-')} {saved[key]}, not {value}")
+    if wanted["data"] is not None and saved.get("data") is not None:
+        then, now = (os.path.abspath(p) for p in (saved["data"], wanted["data"]))
+        if then != now:
+            changed.append(f"--data {then}, not {now}")
+    return changed
 
 
 def _python_m(module, *argv):
@@ -152,6 +171,12 @@ def repro(argv, log=print):
     args, train_flags = parse(argv)
     os.makedirs(args.out, exist_ok=True)
     folders = [os.path.join(args.out, f"run-{seed}") for seed in range(args.runs)]
+    for seed, folder in enumerate(folders):  # a report mixing two recipes would lie
+        changed = run_state(folder) != "new" and changed_flags(folder, seed, train_flags)
+        if changed:
+            raise UsageError(f"--out {args.out}: {folder} was started with other flags "
+                             f"({'; '.join(changed)}); give the same flags to go on, or "
+                             "another --out")
     for seed, folder in enumerate(folders):
         run_one(folder, seed, train_flags, log)
     runs = [collect(folder, seed) for seed, folder in enumerate(folders)]

@@ -49,6 +49,14 @@ def test_two_runs_report_their_distribution_and_a_rerun_only_finishes_what_is_mi
     assert again.stdout.splitlines()[:2] == [f"{out}/run-0: done", f"{out}/run-1: done"]
     assert {i: os.stat(out / f"run-{i}" / "summary.json").st_mtime_ns for i in range(2)} == stamps
 
+    # Other flags into the same folder would mix two recipes in one report: refused.
+    other = _repro(*flags, "--width", "8", "--cutout", "4")
+    assert other.returncode == 2
+    assert other.stderr.strip() == (
+        f"error: --out {out}: {out}/run-0 was started with other flags (--width 4, not 8; "
+        "--cutout 0, not 4); give the same flags to go on, or another --out")
+    assert {i: os.stat(out / f"run-{i}" / "summary.json").st_mtime_ns for i in range(2)} == stamps
+
     # As if stopped before run-1's end: it is resumed from its checkpoint, run-0 left alone.
     os.remove(out / "run-1" / "summary.json")
     resumed = _repro(*flags)
@@ -70,6 +78,23 @@ def test_run_states(tmp_path):
     assert repro.run_state(folder) == "export"
     (tmp_path / "run-0" / "parity.json").write_text('{"result": "pass"}')
     assert repro.run_state(folder) == "done"
+
+
+def test_changed_flags_compares_the_recipe_not_where_it_is_written(tmp_path, monkeypatch):
+    from legacy_eager.config import parse_args
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "r" / "run-1"
+    folder.mkdir(parents=True)
+    config = dict(parse_args(["--data", "cifar", "--epochs", "8", "--out", str(folder)]).to_dict(),
+                  seed=1)
+    (folder / "config.json").write_text(json.dumps(
+        {"config": config, "data": {"normalization": {"mean": [0, 0, 0]}, "classes": []}}))
+    same = ["--data", str(tmp_path / "cifar"), "--epochs", "8", "--allow-cpu"]
+    assert repro.changed_flags(str(folder), 1, same) == []
+    assert repro.changed_flags(str(folder), 1, ["--epochs", "8"]) == []  # data: the default
+    assert repro.changed_flags(str(folder), 2, ["--data", "other", "--epochs", "24"]) == [
+        "--epochs 8, not 24", "--seed 1, not 2", f"--data {tmp_path}/cifar, not {tmp_path}/other"]
 
 
 @pytest.mark.parametrize("argv,message", [
