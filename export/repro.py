@@ -16,6 +16,7 @@ training flags than a run folder's own stop it before any run, in one line.
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -99,10 +100,16 @@ def changed_flags(folder, seed, train_flags):
 
 def _python_m(module, *argv):
     """`python -m module argv` in its own process (a clean TensorFlow for every run);
-    its exit code."""
+    its exit code. Ctrl-C (SIGINT) is passed on and waited for: the run finishes its
+    step and saves a checkpoint (subprocess.run would kill it after 0.25 s)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", module, *argv], env=env).returncode
+    with subprocess.Popen([sys.executable, "-m", module, *argv], env=env) as child:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:  # a second SIGINT only sets the run's stop flag again
+                child.send_signal(signal.SIGINT)
 
 
 def run_one(folder, seed, train_flags, log):

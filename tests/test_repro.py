@@ -66,6 +66,29 @@ def test_two_runs_report_their_distribution_and_a_rerun_only_finishes_what_is_mi
     assert json.load(open(out / "repro.json"))["runs"][1]["val_acc"] == pytest.approx(accs[1])
 
 
+def test_sigint_to_repro_lets_the_run_save_its_checkpoint(tree, tmp_path):
+    """SIGINT to repro alone (as `kill -INT`; Ctrl-C reaches both): the run in progress
+    finishes its step (or its evaluation), saves a checkpoint and exits 130, and so does repro."""
+    import signal
+    import time
+
+    out = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "export.repro", "--runs", "1", "--data", tree,
+                             "--width", "4", "--batch-size", "4", "--epochs", "30", "--out", str(out)],
+                            cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "run-0" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 1) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    assert "error: stopped by SIGINT" in err and "checkpoint saved" in err
+    assert "run-0 stopped (exit 130)" in err.strip().splitlines()[-1]
+    assert repro.run_state(str(out / "run-0")) == "resume"
+
+
 def test_run_states(tmp_path):
     folder = str(tmp_path / "run-0")
     assert repro.run_state(folder) == "new"
