@@ -22,10 +22,11 @@ import sys
 
 import numpy as np
 
-from legacy_eager.config import parse_args
+from legacy_eager.config import Config, parse_args
 from legacy_eager.errors import UsageError, UserFacingError, run_cli
 from legacy_eager.report import write_json_atomic
 from legacy_eager.run_folder import read_metrics, read_run_info
+from legacy_eager.train import data_path
 
 STATS = (("val_acc", "val acc"), ("val_acc_tta", "val acc, flip TTA"),
          ("onnx_accuracy", "ONNX"), ("onnx_accuracy_tta", "ONNX, flip TTA"),
@@ -83,18 +84,14 @@ def parse(argv):
 def changed_flags(folder, seed, train_flags):
     """How the training flags given now differ from those `folder` was started with, as
     "--width 16, not 32" phrases; empty when they are the same run."""
-    saved = read_run_info(folder, "--out")["config"]
-    wanted = dict(parse_args(train_flags).to_dict(), seed=seed)
-    changed = []
-    for key, value in wanted.items():
-        if key in ("out", "resume", "allow_cpu", "data", "dropout") or key not in saved:
-            continue  # where it is written, flags that do not change the run; data below
-        if saved[key] != value:
-            changed.append(f"--{key.replace('_', '-')} {saved[key]}, not {value}")
-    if wanted["data"] is not None and saved.get("data") is not None:
-        then, now = (os.path.abspath(p) for p in (saved["data"], wanted["data"]))
-        if then != now:
-            changed.append(f"--data {then}, not {now}")
+    info, wanted = read_run_info(folder, "--out"), parse_args(train_flags)
+    saved, ignored = info["config"], Config.PER_PROCESS + ("out", "data", "dropout")
+    changed = [f"--{key.replace('_', '-')} {saved[key]}, not {value}"
+               for key, value in dict(wanted.to_dict(), seed=seed).items()
+               if key not in ignored and key in saved and saved[key] != value]
+    then, now = info["data"].get("path"), data_path(wanted)  # both absolute
+    if then and now and then != now:
+        changed.append(f"--data {then}, not {now}")
     return changed
 
 

@@ -112,7 +112,8 @@ def test_changed_flags_compares_the_recipe_not_where_it_is_written(tmp_path, mon
     config = dict(parse_args(["--data", "cifar", "--epochs", "8", "--out", str(folder)]).to_dict(),
                   seed=1)
     (folder / "config.json").write_text(json.dumps(
-        {"config": config, "data": {"normalization": {"mean": [0, 0, 0]}, "classes": []}}))
+        {"config": config, "data": {"path": str(tmp_path / "cifar"),
+                                    "normalization": {"mean": [0, 0, 0]}, "classes": []}}))
     same = ["--data", str(tmp_path / "cifar"), "--epochs", "8", "--allow-cpu"]
     assert repro.changed_flags(str(folder), 1, same) == []
     assert repro.changed_flags(str(folder), 1, ["--epochs", "8"]) == []  # data: the default
