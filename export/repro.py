@@ -14,11 +14,13 @@ interrupted run is resumed (`--resume`), a trained but unexported run is exporte
 training flags than a run folder's own stop it before any run, in one line.
 """
 import argparse
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 
 import numpy as np
 
@@ -97,16 +99,29 @@ def changed_flags(folder, seed, train_flags):
 
 def _python_m(module, *argv):
     """`python -m module argv` in its own process (a clean TensorFlow for every run);
-    its exit code. Ctrl-C (SIGINT) is passed on and waited for: the run finishes its
-    step and saves a checkpoint (subprocess.run would kill it after 0.25 s)."""
+    its exit code. SIGINT (Ctrl-C) and SIGTERM are passed on and waited for: the run
+    finishes its step, saves a checkpoint and exits 130 or 143. The handlers are set here,
+    not inherited: a repro started in the background (where the shell ignores SIGINT)
+    still stops its run on `kill -INT`, and SIGTERM never leaves the run orphaned."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     with subprocess.Popen([sys.executable, "-m", module, *argv], env=env) as child:
-        while True:
-            try:
-                return child.wait()
-            except KeyboardInterrupt:  # a second SIGINT only sets the run's stop flag again
-                child.send_signal(signal.SIGINT)
+        with _forwarded_signals(child):
+            return child.wait()
+
+
+@contextlib.contextmanager
+def _forwarded_signals(child):
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    forward = lambda signum, frame: child.send_signal(signum)  # noqa: E731
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def run_one(folder, seed, train_flags, log):

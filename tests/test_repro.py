@@ -66,26 +66,32 @@ def test_two_runs_report_their_distribution_and_a_rerun_only_finishes_what_is_mi
     assert json.load(open(out / "repro.json"))["runs"][1]["val_acc"] == pytest.approx(accs[1])
 
 
-def test_sigint_to_repro_lets_the_run_save_its_checkpoint(tree, tmp_path):
-    """SIGINT to repro alone (as `kill -INT`; Ctrl-C reaches both): the run in progress
-    finishes its step (or its evaluation), saves a checkpoint and exits 130, and so does repro."""
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_signal_to_repro_lets_the_run_save_its_checkpoint(tree, tmp_path, signame):
+    """SIGINT or SIGTERM to repro alone (as `kill`; Ctrl-C reaches both): the run in progress
+    finishes its step (or its evaluation), saves a checkpoint and exits 130 or 143, and so
+    does repro. Repro is started as a shell starts a background job, with SIGINT ignored:
+    it must still pass the signal on."""
     import signal
     import time
 
+    sig = getattr(signal, signame)
     out = tmp_path / "r"
     proc = subprocess.Popen([sys.executable, "-m", "export.repro", "--runs", "1", "--data", tree,
                              "--width", "4", "--batch-size", "4", "--epochs", "30", "--out", str(out)],
                             cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = out / "run-0" / "metrics.jsonl"
     deadline = time.time() + 300
     while not (metrics.exists() and metrics.read_text().count("\n") >= 1) and time.time() < deadline:
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err[-2000:]
-    assert "error: stopped by SIGINT" in err and "checkpoint saved" in err
-    assert "run-0 stopped (exit 130)" in err.strip().splitlines()[-1]
+    code = 128 + sig
+    assert proc.returncode == code, err[-2000:]
+    assert f"error: stopped by {signame}" in err and "checkpoint saved" in err
+    assert f"run-0 stopped (exit {code})" in err.strip().splitlines()[-1]
     assert repro.run_state(str(out / "run-0")) == "resume"
 
 
