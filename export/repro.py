@@ -14,13 +14,10 @@ interrupted run is resumed (`--resume`), a trained but unexported run is exporte
 training flags than a run folder's own stop it before any run, in one line.
 """
 import argparse
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
 
 import numpy as np
 
@@ -28,6 +25,7 @@ from legacy_eager.config import Config, parse_args
 from legacy_eager.errors import UsageError, UserFacingError, run_cli
 from legacy_eager.report import write_json_atomic
 from legacy_eager.run_folder import read_metrics, read_run_info
+from legacy_eager.signals import signals_handled
 from legacy_eager.train import data_path
 
 STATS = (("val_acc", "val acc"), ("val_acc_tta", "val acc, flip TTA"),
@@ -100,28 +98,13 @@ def changed_flags(folder, seed, train_flags):
 def _python_m(module, *argv):
     """`python -m module argv` in its own process (a clean TensorFlow for every run);
     its exit code. SIGINT (Ctrl-C) and SIGTERM are passed on and waited for: the run
-    finishes its step, saves a checkpoint and exits 130 or 143. The handlers are set here,
-    not inherited: a repro started in the background (where the shell ignores SIGINT)
-    still stops its run on `kill -INT`, and SIGTERM never leaves the run orphaned."""
+    finishes its step, saves a checkpoint and exits 130 or 143; SIGTERM never leaves the
+    run orphaned, and a repro started in the background still stops its run on `kill -INT`."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     with subprocess.Popen([sys.executable, "-m", module, *argv], env=env) as child:
-        with _forwarded_signals(child):
+        with signals_handled(lambda signum, frame: child.send_signal(signum)):
             return child.wait()
-
-
-@contextlib.contextmanager
-def _forwarded_signals(child):
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    forward = lambda signum, frame: child.send_signal(signum)  # noqa: E731
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def run_one(folder, seed, train_flags, log):

@@ -5,9 +5,7 @@ has diverged: the training loss, every checkpointed variable and val_loss must b
 else the run stops with exit 3 and keeps its last good checkpoint. SIGINT and SIGTERM
 finish the current step, save a checkpoint (if finite) and stop with 130 or 143.
 """
-import contextlib
 import signal
-import threading
 import time
 
 from legacy_eager import checkpoints, report
@@ -22,23 +20,6 @@ class Interrupted(UserFacingError):
     def __init__(self, message, signum):
         super().__init__(message)
         self.exit_code = 128 + signum
-
-
-@contextlib.contextmanager
-def signals_recorded():
-    """SIGINT and SIGTERM set a flag (read by the training loop between steps) instead
-    of killing the process mid-write. Yields a function returning the signal or None."""
-    caught = []
-    handler = lambda signum, frame: caught.append(signum)  # noqa: E731
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: None
-        return
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield lambda: caught[0] if caught else None
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def signal_name(signum):

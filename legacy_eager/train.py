@@ -191,8 +191,9 @@ def run(config, log=print, warn=None):
     run_folder.make_out_dir(out)
 
     from legacy_eager import pipeline
-    from legacy_eager.loop import fit, signals_recorded
+    from legacy_eager.loop import fit
     from legacy_eager.plots import CurvesPlot
+    from legacy_eager.signals import signals_recorded
     from legacy_eager.tensorboard import TensorBoardLog
     from legacy_eager.trainer import Trainer
 
