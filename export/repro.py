@@ -24,7 +24,7 @@ import numpy as np
 from legacy_eager.config import Config, parse_args
 from legacy_eager.errors import UsageError, UserFacingError, run_cli
 from legacy_eager.report import write_json_atomic
-from legacy_eager.run_folder import read_metrics, read_run_info
+from legacy_eager.run_folder import read_metrics, read_run_info, run_config
 from legacy_eager.signals import signals_handled
 from legacy_eager.train import data_path
 
@@ -85,10 +85,11 @@ def changed_flags(folder, seed, train_flags):
     """How the training flags given now differ from those `folder` was started with, as
     "--width 16, not 32" phrases; empty when they are the same run."""
     info, wanted = read_run_info(folder, "--out"), parse_args(train_flags)
-    saved, ignored = info["config"], Config.PER_PROCESS + ("out", "data", "dropout")
+    # run_config: a flag an older config.json lacks reads as its default (--dropout: 0.05)
+    saved, ignored = run_config(info).to_dict(), Config.PER_PROCESS + ("out", "data")
     changed = [f"--{key.replace('_', '-')} {saved[key]}, not {value}"
                for key, value in dict(wanted.to_dict(), seed=seed).items()
-               if key not in ignored and key in saved and saved[key] != value]
+               if key not in ignored and saved[key] != value]
     then, now = info["data"].get("path"), data_path(wanted)  # both absolute
     if then and now and then != now:
         changed.append(f"--data {then}, not {now}")

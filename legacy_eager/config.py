@@ -27,7 +27,7 @@ class Config:
     deterministic: bool = False  # op determinism: the same seed gives the same run, bit for bit
     resume: str | None = None    # continue the run in this folder (its own flags)
     cutout: int = 0             # Page's Cutout: an N x N square per training image set to 0 (not in the seed)
-    dropout: float = 0.05       # the seed's; not a flag (tests set 0 to compare modes exactly)
+    dropout: float = 0.05       # the seed's rate after every conv; 0: the layers pass through (Page's dawn.py has none)
     allow_cpu: bool = False     # train on the CPU although nvidia-smi lists a GPU TensorFlow cannot use
 
     # How this process runs, not what the run is: --resume takes them anew.
@@ -100,6 +100,9 @@ def parser():
                    default=d.cutout, metavar="N",
                    help="Page's Cutout augmentation: one N x N square per training image, set "
                         "to the mean (fast pipeline only; default 0: none, as in the seed)")
+    p.add_argument("--dropout", type=_fraction, default=d.dropout, metavar="P",
+                   help="dropout rate after every convolution, in [0, 1); 0 turns it off, as in "
+                        "Page's DAWNBench recipe (default %(default)s, the seed's)")
     p.add_argument("--data", metavar="PATH", default=d.data,
                    help="CIFAR-10 folder or archive (python, binary or image-folder layout); "
                         "default $CIFAR10_DATA, else download")

@@ -72,9 +72,38 @@ def test_existing_run_folder_is_refused_and_kept(tree, tmp_path, capsys):
 @pytest.mark.parametrize("flag,value", [("--epochs", "0"), ("--batch-size", "-1"),
                                         ("--width", "0"), ("--lr", "0"), ("--lr", "fast"),
                                         ("--train-subset", "0"), ("--momentum", "1.5"),
-                                        ("--mode", "jit"), ("--precision", "fp8")])
+                                        ("--mode", "jit"), ("--precision", "fp8"),
+                                        ("--dropout", "1.5"), ("--dropout", "1"),
+                                        ("--dropout", "-0.1"), ("--dropout", "none")])
 def test_invalid_flags(capsys, flag, value):
     assert flag in _one_line_error(capsys, [flag, value])
+
+
+def test_dropout_outside_its_range_names_the_range(capsys):
+    assert _one_line_error(capsys, ["--dropout", "1.5"]) == (
+        "error: argument --dropout: expected a number in [0, 1), got 1.5")
+
+
+def test_dropout_is_recorded_and_an_older_config_reads_as_the_seeds(tree, tmp_path, capsys):
+    """--dropout 0 reaches the run's model and config.json; a config.json written before the
+    flag existed (no "dropout" key) resumes with the seed's 0.05."""
+    from legacy_eager.run_folder import read_run_info, run_config
+
+    out = str(tmp_path / "run")
+    assert train.main(["--data", tree, "--out", out, "--train-subset", "16", "--dropout", "0",
+                       "--width", "4", "--batch-size", "16", "--epochs", "1"]) == 0
+    info = read_run_info(out)
+    assert info["config"]["dropout"] == 0.0 and run_config(info).dropout == 0.0
+    from legacy_eager.trainer import Trainer
+
+    model = Trainer(run_config(info), len_train=16).model
+    assert [d.rate for d in _dropout_layers(model)] == [0.0] * 8
+    del info["config"]["dropout"]
+    assert run_config(info).dropout == 0.05
+
+
+def _dropout_layers(model):
+    return [layer for layer in model.submodules if type(layer).__name__ == "StatelessDropout"]
 
 
 def test_subset_larger_than_the_data(tree, tmp_path, capsys):

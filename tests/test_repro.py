@@ -125,6 +125,14 @@ def test_changed_flags_compares_the_recipe_not_where_it_is_written(tmp_path, mon
     assert repro.changed_flags(str(folder), 1, ["--epochs", "8"]) == []  # data: the default
     assert repro.changed_flags(str(folder), 2, ["--data", "other", "--epochs", "24"]) == [
         "--epochs 8, not 24", "--seed 1, not 2", f"--data {tmp_path}/cifar, not {tmp_path}/other"]
+    # A run folder from before --dropout existed has no such key: it ran the seed's 0.05.
+    del config["dropout"]
+    (folder / "config.json").write_text(json.dumps(
+        {"config": config, "data": {"path": str(tmp_path / "cifar"),
+                                    "normalization": {"mean": [0, 0, 0]}, "classes": []}}))
+    assert repro.changed_flags(str(folder), 1, ["--epochs", "8", "--dropout", "0.05"]) == []
+    assert repro.changed_flags(str(folder), 1, ["--epochs", "8", "--dropout", "0"]) == [
+        "--dropout 0.05, not 0.0"]
 
 
 @pytest.mark.parametrize("argv,message", [
