@@ -1,8 +1,8 @@
 """Flags and their defaults (the seed's Colab form values). Framework-free."""
-import argparse
 import dataclasses
 from dataclasses import dataclass
 
+from legacy_eager.cli import Parser, checked, positive
 from legacy_eager.errors import UsageError
 
 
@@ -37,42 +37,20 @@ class Config:
         return dataclasses.asdict(self)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2, no usage dump
-        raise UsageError(message)
-
-
-def _checked(kind, expected, ok):
-    """An argparse type: parse with `kind`, then require ok(value)."""
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not ok(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
-        return value
-    return parse
-
-
-def _positive(kind, name):
-    return _checked(kind, f"a positive {name}", lambda v: v > 0)
-
-
-_fraction = _checked(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
-_non_negative = _checked(float, "a number >= 0", lambda v: v >= 0)
+_fraction = checked(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
+_non_negative = checked(float, "a number >= 0", lambda v: v >= 0)
 
 
 def parser():
     d = Config()
-    p = _Parser(prog="python -m legacy_eager.train",
+    p = Parser(prog="python -m legacy_eager.train",
                 description="Train DavidNet on CIFAR-10 with the seed's recipe (TF 1.x eager "
                             "port). Defaults are the blog's run: 24 epochs to about 94%.")
-    p.add_argument("--epochs", type=_positive(int, "integer"), default=d.epochs,
+    p.add_argument("--epochs", type=positive(int, "integer"), default=d.epochs,
                    help="default %(default)s")
-    p.add_argument("--batch-size", type=_positive(int, "integer"), default=d.batch_size,
+    p.add_argument("--batch-size", type=positive(int, "integer"), default=d.batch_size,
                    help="default %(default)s; the last partial batch is kept")
-    p.add_argument("--lr", type=_positive(float, "number"), default=d.lr,
+    p.add_argument("--lr", type=positive(float, "number"), default=d.lr,
                    help="peak of the one-cycle schedule, per batch; the optimizer gets "
                         "lr / batch size (default %(default)s)")
     p.add_argument("--momentum", type=_fraction, default=d.momentum,
@@ -80,7 +58,7 @@ def parser():
     p.add_argument("--weight-decay", type=_non_negative, default=d.weight_decay,
                    help="per example: the summed loss's gradient gets v * wd * batch size "
                         "(default %(default)s)")
-    p.add_argument("--width", type=_positive(int, "integer"), default=d.width,
+    p.add_argument("--width", type=positive(int, "integer"), default=d.width,
                    help="channels of the first layer; 64 is the blog's, 16 trains ~10x faster "
                         "(default %(default)s)")
     p.add_argument("--mode", choices=("eager", "function", "xla"), default=d.mode,
@@ -96,7 +74,7 @@ def parser():
     p.add_argument("--wd-loop", choices=("intended", "seed"), default=d.wd_loop,
                    help="intended: apply weight decay; seed: the seed's loop, which changes "
                         "nothing (default %(default)s)")
-    p.add_argument("--cutout", type=_checked(int, "an integer in 0..32", lambda v: 0 <= v <= 32),
+    p.add_argument("--cutout", type=checked(int, "an integer in 0..32", lambda v: 0 <= v <= 32),
                    default=d.cutout, metavar="N",
                    help="Page's Cutout augmentation: one N x N square per training image, set "
                         "to the mean (fast pipeline only; default 0: none, as in the seed)")
@@ -106,15 +84,15 @@ def parser():
     p.add_argument("--data", metavar="PATH", default=d.data,
                    help="CIFAR-10 folder or archive (python, binary or image-folder layout); "
                         "default $CIFAR10_DATA, else download")
-    p.add_argument("--train-subset", type=_positive(int, "integer"), default=None, metavar="N",
+    p.add_argument("--train-subset", type=positive(int, "integer"), default=None, metavar="N",
                    help="train on N random training images, drawn with --seed")
-    p.add_argument("--test-subset", type=_positive(int, "integer"), default=None, metavar="N",
+    p.add_argument("--test-subset", type=positive(int, "integer"), default=None, metavar="N",
                    help="evaluate on N random test images, drawn with --seed")
     p.add_argument("--seed", type=int, default=d.seed,
                    help="seeds subsets, initialization and augmentation (default %(default)s)")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="new run folder (default runs/<timestamp>)")
-    p.add_argument("--devices", type=_positive(int, "integer"), default=d.devices,
+    p.add_argument("--devices", type=positive(int, "integer"), default=d.devices,
                    help="train on N devices with tf.distribute.MirroredStrategy: N GPUs, or N "
                         "logical CPU devices on a machine without GPUs; the global batch is "
                         "still --batch-size (default %(default)s)")

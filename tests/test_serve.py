@@ -1,29 +1,27 @@
-"""The HTTP server: TensorFlow Serving's REST API on a real loopback port, its errors,
-micro-batching, shutdown under load, no TensorFlow in the process, and the demo page in a
-real headless browser."""
+"""The HTTP server on one trained model: TensorFlow Serving's REST API on a real loopback
+port, its errors, micro-batching, no TensorFlow in the process, and the demo page in a real
+headless browser. (Versions: test_serve_versions; limits: test_serve_limits; shutdown:
+test_serve_lifecycle.)"""
 import asyncio
 import base64
-import http.client
 import io
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from export import onnx as onnx_export
-from export import serve
 from export.predict import OnnxClassifier
+from export.serving.batcher import Batcher
 from legacy_eager import train
 from tests import synthetic
+from tests.serving import Server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,49 +33,6 @@ def model(tree, tiny_arrays, tmp_path_factory):
                        "--epochs", "1"]) == 0
     onnx_export.export_onnx(out, log=lambda *_: None)
     return out, tiny_arrays[1][0]
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, target, *flags):
-        self.port = _free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "export.serve", target, "--port", str(self.port), *flags],
-            cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if self.request("GET", "/v1/models/davidnet")[0] == 200:
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"server did not start: {self.stop()[1]}")
-
-    def request(self, method, path, body=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        try:
-            conn.request(method, path, body=body)
-            response = conn.getresponse()
-            return response.status, response.read()
-        finally:
-            conn.close()
-
-    def predict(self, payload, query=""):
-        status, body = self.request("POST", f"/v1/models/davidnet:predict{query}",
-                                    json.dumps(payload) if not isinstance(payload, bytes) else payload)
-        return status, json.loads(body)
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        out, err = self.proc.communicate(timeout=60)
-        return self.proc.returncode, err
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +82,7 @@ def test_tta_by_query_or_body_averages_with_the_mirror(model, server):
     tta_logits, tta_probs = OnnxClassifier(os.path.join(run_dir, "model.onnx")).run(images[:4], tta=True)
     for query, payload in (("?tta=1", {"instances": images[:4].tolist()}),
                            ("", {"instances": images[:4].tolist(), "tta": True})):
-        status, rows = server.predict(payload, query)
+        status, rows = server.predict(payload, "/v1/models/davidnet:predict" + query)
         assert status == 200
         np.testing.assert_allclose([r["probabilities"] for r in rows["predictions"]], tta_probs, atol=1e-6)
 
@@ -159,9 +114,10 @@ def test_bad_requests_get_their_error_and_the_server_goes_on(model, server):
         assert message in answer["error"]
         assert server.predict(good)[0] == 200  # still answering
     status, body = server.request("GET", "/v1/models/resnet")
-    assert status == 404 and json.loads(body) == {"error": "Servable not found for request: Latest(resnet)"}
+    # TF Serving's GetModelStatus and Predict words for an unknown model
+    assert status == 404 and json.loads(body) == {"error": "Could not find any versions of model resnet"}
     status, body = server.request("POST", "/v1/models/resnet:predict", json.dumps(good))
-    assert status == 404
+    assert status == 404 and json.loads(body) == {"error": "Servable not found for request: Latest(resnet)"}
 
 
 def test_concurrent_requests_of_mixed_sizes_get_their_own_rows(model, server):
@@ -196,7 +152,7 @@ def test_requests_in_one_window_run_as_one_batch():
             return logits, logits
 
     async def scenario():
-        batcher = serve.Batcher(Recorder(), max_batch=64, window=0.2)
+        batcher = Batcher(Recorder(), max_batch=64, window=0.2)
         batcher.start()
         requests = [np.full((n, 32, 32, 3), n, np.uint8) for n in (1, 2, 3)]
         together = await asyncio.gather(*(batcher.predict(r, False) for r in requests))
@@ -209,37 +165,6 @@ def test_requests_in_one_window_run_as_one_batch():
     assert [lg.shape[0] for lg, _ in together] == [1, 2, 3]
     assert [int(lg[0, 0]) for lg, _ in together] == [1, 2, 3]  # each request its own rows
     assert alone[0].shape == (1, 10)
-
-
-def test_sigterm_under_load_answers_every_accepted_request(model):
-    """8 clients keep sending; SIGTERM: every request the server handled reached its
-    client whole, none was answered with an error, and the server exits 0."""
-    s = Server(model[0])
-    payload = json.dumps({"instances": model[1][:2].tolist()})
-    received, failures, stop = [], [], threading.Event()
-
-    def client():
-        while not stop.is_set():
-            try:
-                status, body = s.request("POST", "/v1/models/davidnet:predict", payload)
-            except (ConnectionError, http.client.RemoteDisconnected, OSError):
-                continue  # refused or closed before it was taken: not accepted
-            if status == 200 and len(json.loads(body)["predictions"]) == 2:
-                received.append(1)
-            else:
-                failures.append((status, body[:200]))
-    threads = [threading.Thread(target=client) for _ in range(8)]
-    for t in threads:
-        t.start()
-    time.sleep(1.5)
-    code, err = s.stop(signal.SIGTERM)
-    stop.set()
-    for t in threads:
-        t.join()
-    handled = [line for line in err.splitlines() if line.startswith("POST /v1/models/davidnet:predict 200 2 ")]
-    assert code == 0, err[-2000:]
-    assert failures == []
-    assert len(received) > 10 and len(handled) == len(received)
 
 
 def test_server_never_loads_tensorflow(model, server):

@@ -1,0 +1,71 @@
+"""Shutdown that no client sees as a broken connection: on SIGTERM the status endpoint
+answers 503 for --drain-seconds while predictions go on, then new requests get 503 with
+Connection: close, requests in flight finish, and the process exits 0."""
+import http.client
+import json
+import signal
+import threading
+import time
+
+import pytest
+
+from tests import onnx_models
+from tests.serving import Server
+
+PAYLOAD = json.dumps({"instances": [[[[10, 20, 30]] * 32] * 32] * 2})
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return onnx_models.save(tmp_path_factory.mktemp("model") / "m.onnx", favourite=3)
+
+
+def _client(port, outcomes, stop):
+    """One new connection per request, as urllib makes them; every outcome recorded."""
+    while not stop.is_set():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.request("POST", "/v1/models/davidnet:predict", PAYLOAD)
+            response = conn.getresponse()
+            body = response.read()
+            if response.status == 200 and len(json.loads(body)["predictions"]) == 2:
+                outcomes.append("answer")
+            elif response.status == 503 and "shutting down" in json.loads(body)["error"]:
+                outcomes.append("503")
+            else:
+                outcomes.append(f"HTTP {response.status}: {body[:100]!r}")
+        except ConnectionRefusedError:
+            outcomes.append("refused")
+            time.sleep(0.01)
+        except Exception as e:  # a reset, a broken pipe, a connection closed unanswered
+            outcomes.append(f"{type(e).__name__}: {e}")
+        finally:
+            conn.close()
+
+
+@pytest.mark.parametrize("attempt", range(5))
+def test_sigterm_under_16_clients_gives_answers_503s_or_refusals_never_a_reset(model, attempt):
+    server = Server(model, "--quiet", "--drain-seconds", "0.5")
+    outcomes, stop = [], threading.Event()
+    threads = [threading.Thread(target=_client, args=(server.port, outcomes, stop))
+               for _ in range(16)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    server.proc.send_signal(signal.SIGTERM)
+    # draining: not ready, still answering
+    time.sleep(0.1)
+    status_during_drain = server.request("GET", "/v1/models/davidnet")[0]
+    answered_before = outcomes.count("answer")
+    time.sleep(0.2)
+    answered_during_drain = outcomes.count("answer") - answered_before
+    code, err = server.stop()  # waits for the exit
+    time.sleep(0.2)  # the clients now meet a closed port
+    stop.set()
+    for t in threads:
+        t.join()
+    unexpected = [o for o in outcomes if o not in ("answer", "503", "refused")]
+    assert unexpected == [], unexpected[:5]
+    assert code == 0, err[-2000:]
+    assert status_during_drain == 503 and answered_during_drain > 0
+    assert outcomes.count("answer") > 20 and outcomes[-1] == "refused"
