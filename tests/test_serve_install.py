@@ -1,0 +1,62 @@
+"""The `serve` extra alone: `pip install ".[serve]"` into a fresh virtualenv gives a
+`davidnet-serve` that answers, in an environment where `import tensorflow` fails. Needs the
+package index (about 20 s with a warm pip cache)."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests import onnx_models
+from tests.serving import ROOT, free_port, wait_for
+
+PIXELS = [[[10, 20, 30]] * 32] * 32
+
+
+@pytest.mark.slow
+def test_the_serve_extra_serves_without_tensorflow(tmp_path):
+    import http.client
+    import json
+
+    source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info beside it
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(ROOT, name), source)
+    for package in ("legacy_eager", "export"):
+        shutil.copytree(os.path.join(ROOT, package), source / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    done = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
+                           f"{source}[serve]"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    no_tf = subprocess.run([str(venv / "bin" / "python"), "-c", "import tensorflow"], env=env,
+                           cwd=tmp_path, capture_output=True, text=True)
+    assert "No module named 'tensorflow'" in no_tf.stderr
+
+    model = onnx_models.save(tmp_path / "m.onnx", favourite=8)
+    port = free_port()
+    server = subprocess.Popen([str(venv / "bin" / "davidnet-serve"), model, "--port", str(port),
+                               "--quiet"], env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    try:
+        def answer():
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn.request("POST", "/v1/models/davidnet:predict", json.dumps({"instances": [PIXELS]}))
+                response = conn.getresponse()
+                return response.status, json.loads(response.read())
+            except OSError:
+                return None
+        status, body = wait_for(answer, timeout=60)
+        assert status == 200 and body["predictions"][0]["class"] == "ship"
+        page = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        page.request("GET", "/")
+        assert b"DavidNet" in page.getresponse().read()  # the demo page is package data
+        with open(f"/proc/{server.pid}/maps") as f:
+            maps = f.read()
+        assert str(venv) in maps and "libtensorflow" not in maps
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
