@@ -30,20 +30,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from bench import flops  # noqa: E402
+from bench.exports import make_export, synthetic  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _synthetic(n, seed=0):
-    rng = np.random.default_rng(seed)
-    return (rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8),
-            (np.arange(n) % 10).astype(np.int64))
 
 
 def bench_pipelines(epochs):
     from legacy_eager import pipeline
 
-    x, y = _synthetic(50000)
+    x, y = synthetic(50000)
     mean, std = pipeline.channel_stats(x)
     padded = pipeline.normalize(pipeline.pad4(x), mean, std)  # the seed does this once
 
@@ -106,36 +101,6 @@ def bench_train_steps(batch_size, steps, width=64):
     return result
 
 
-def _make_export(folder, width=64):
-    """A width-64 run folder (untrained weights: speed does not depend on them), exported."""
-    import tensorflow as tf
-
-    from export.onnx import convert, finish_model, quantize_int8
-    from export.savedmodel import export_savedmodel
-    from legacy_eager.data import CLASSES
-    from legacy_eager.model import DavidNet, build
-    from legacy_eager.report import write_json_atomic
-    from legacy_eager.trainer import Progress
-
-    model = build(DavidNet(c=width))
-    progress = Progress()
-    progress.set(epoch=1)  # a finished one-epoch run, which is what export accepts
-    x, _ = _synthetic(1024, seed=1)
-    mean, std = x.mean(axis=(0, 1, 2)), x.std(axis=(0, 1, 2))
-    run_info = {"config": {"width": width, "epochs": 1},
-                "data": {"classes": list(CLASSES),
-                         "normalization": {"mean": mean.tolist(), "std": std.tolist()}}}
-    write_json_atomic(os.path.join(folder, "config.json"), run_info)
-    tf.train.Checkpoint(model=model, progress=progress).save(os.path.join(folder, "checkpoints", "ckpt"))
-    saved_model = export_savedmodel(folder)
-    fp32 = os.path.join(folder, "model.onnx")
-    convert(saved_model, fp32)
-    finish_model(fp32, run_info)
-    int8 = os.path.join(folder, "model.int8.onnx")
-    quantize_int8(fp32, int8, x)
-    return saved_model, fp32, int8
-
-
 def _time_runner(run, big, reps_big, reps_one):
     one = big[:1]
     run(big)
@@ -157,9 +122,9 @@ def bench_inference(reps_big, reps_one):
 
     from export.predict import OnnxClassifier
 
-    big, _ = _synthetic(256, seed=2)
+    big, _ = synthetic(256, seed=2)
     with tempfile.TemporaryDirectory() as folder:
-        saved_model, fp32, int8 = _make_export(folder)
+        saved_model, fp32, int8 = make_export(folder)
         loaded = tf.saved_model.load(saved_model)
         serve = loaded.signatures["serving_default"]
         threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()

@@ -1,13 +1,17 @@
 """The HTTP server under load: `python -m bench serve [--quick]` (and a short pass in
 `python -m bench --quick`).
 
-Starts `export.serve` on a free loopback port with a width-64 export, drives it with C
-concurrent clients (1, 8, 32; keep-alive connections, request bodies encoded before the
-clock starts) sending single images, then batches of 64, for a fixed number of requests,
-and reports images/s and p50/p99 latency beside export.predict's batch-256 throughput on
-the same model (fp32 and INT8) and the server's peak RSS. Goals, on a 2-core CPU:
-32 single-image clients reach 70% of the batch-256 images/s; p99 < 100 ms with 8 clients;
-server RSS < 600 MB.
+Publishes a width-64 export as version 1 of a base path, starts `export.serve
+--model-base-path` on a free loopback port, drives it with C concurrent clients (1, 8, 32;
+keep-alive connections, request bodies encoded before the clock starts) sending single
+images, then batches of 64, for a fixed number of requests, and reports images/s and p50/p99
+latency beside export.predict's batch-256 throughput on the same model (fp32 and INT8).
+Then a version swap under load: 8 single-image clients keep sending while version 2 is
+published, until version 1 has been unloaded; the row gives the requests failed and the
+longest request. The server's peak RSS covers the swap, when both versions are loaded.
+Goals, on a 2-core CPU: 32 single-image clients reach 80% of the batch-256 images/s; p99 <
+100 ms with 8 clients; server RSS < 600 MB with two versions loaded; no failed request in
+the swap.
 """
 import http.client
 import json
@@ -22,7 +26,8 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GOALS = {"single_32_over_batch256": 0.70, "p99_ms_at_8": 100.0, "server_rss_mb": 600.0}
+GOALS = {"single_32_over_batch256": 0.80, "p99_ms_at_8": 100.0, "server_rss_mb": 600.0,
+         "swap_failed": 0}
 
 
 def _free_port():
@@ -31,21 +36,77 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _start(model, port):
-    proc = subprocess.Popen([sys.executable, "-m", "export.serve", model, "--port", str(port),
-                             "--quiet"], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+def _start(base, port):
+    proc = subprocess.Popen([sys.executable, "-m", "export.serve", "--model-base-path", base,
+                             "--port", str(port), "--poll-seconds", "0.2", "--quiet"],
+                            cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/v1/models/davidnet")
-            if conn.getresponse().status == 200:
+            if _get(port, "/v1/models/davidnet")[0] == 200:
                 return proc
         except OSError:
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"export.serve did not start: {proc.stderr.read()[-500:]}")
+
+
+def _get(port, path):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def _states(port):
+    status, body = _get(port, "/v1/models/davidnet")
+    return {v["version"]: v["state"] for v in json.loads(body)["model_version_status"]}
+
+
+def swap_under_load(port, body, publish_next, clients=8, timeout=120):
+    """`clients` single-image clients send while `publish_next()` adds version 2, until
+    version 1 is END; then one more second. Failed requests and the longest request (ms)."""
+    latencies, failures, stop = [], [], threading.Event()
+
+    def client():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        while not stop.is_set():
+            t = time.perf_counter()
+            try:
+                conn.request("POST", "/v1/models/davidnet:predict", body,
+                             {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                if response.status != 200:
+                    failures.append(response.status)
+            except (OSError, http.client.HTTPException) as e:
+                failures.append(type(e).__name__)
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            latencies.append((time.perf_counter() - t) * 1000)
+        conn.close()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    time.sleep(1)
+    start = time.perf_counter()
+    publish_next()
+    deadline = time.time() + timeout
+    while time.time() < deadline and _states(port).get("1") != "END":
+        time.sleep(0.05)
+    swap_s = time.perf_counter() - start
+    time.sleep(1)
+    stop.set()
+    for t in threads:
+        t.join()
+    return {"clients": clients, "requests": len(latencies), "failed": len(failures),
+            "failures": sorted(set(map(str, failures))), "max_ms": max(latencies),
+            "p99_ms": float(np.percentile(latencies, 99)), "swap_s": swap_s,
+            "states": _states(port)}
 
 
 def _peak_rss_mb(pid):
@@ -93,13 +154,14 @@ def drive(port, body, images_per_request, clients, requests):
 
 
 def bench_serve(quick=False, folder=None):
-    from bench.__main__ import _make_export, _synthetic
+    from bench.exports import make_export, synthetic
     from export.predict import OnnxClassifier
+    from export.publish import publish
 
     with tempfile.TemporaryDirectory() as scratch:
         folder = folder or scratch
-        _, fp32, int8 = _make_export(folder)
-        images, _ = _synthetic(256, seed=3)
+        _, fp32, int8 = make_export(folder)
+        images, _ = synthetic(256, seed=3)
         predict = {}
         for name, path in (("fp32", fp32), ("int8", int8)):
             clf = OnnxClassifier(path)
@@ -110,8 +172,10 @@ def bench_serve(quick=False, folder=None):
                 clf.run(images, 256)
             predict[name] = 256 * reps / (time.perf_counter() - t)
             del clf
+        base = os.path.join(folder, "models")
+        publish(fp32, base, log=lambda line: None)
         port = _free_port()
-        server = _start(fp32, port)
+        server = _start(base, port)
         try:
             single = json.dumps({"instances": images[:1].tolist()})
             batch64 = json.dumps({"instances": images[:64].tolist()})
@@ -122,17 +186,19 @@ def bench_serve(quick=False, folder=None):
                 runs[f"single_{clients}"] = drive(port, single, 1, clients, max(n, clients))
                 m = 4 if quick else 24
                 runs[f"batch64_{clients}"] = drive(port, batch64, 64, clients, max(m, clients))
+            swap = swap_under_load(port, single, lambda: publish(fp32, base, log=lambda line: None))
             rss = _peak_rss_mb(server.pid)
         finally:
             server.terminate()
             server.wait(timeout=60)
     result = {"width": 64, "quick": quick, "predict_batch256_images_per_s": predict,
-              "clients": runs, "server_peak_rss_mb": rss}
+              "clients": runs, "swap": swap, "server_peak_rss_mb": rss}
     result["single_32_over_batch256"] = runs["single_32"]["images_per_s"] / predict["fp32"]
     result["goals"] = {
         "single_32_over_batch256": result["single_32_over_batch256"] >= GOALS["single_32_over_batch256"],
         "p99_ms_at_8": runs["single_8"]["p99_ms"] < GOALS["p99_ms_at_8"],
         "server_rss_mb": rss < GOALS["server_rss_mb"],
+        "swap_failed": swap["failed"] <= GOALS["swap_failed"],
     }
     return result
 
@@ -146,10 +212,16 @@ def table(r):
         rows.append(f"  {m['clients']:>7}  {m['images_per_request']:>14}  {m['requests']:>8}  "
                     f"{m['images_per_s']:>8.1f}  {m['p50_ms']:>7.1f}  {m['p99_ms']:>7.1f}")
     g = r["goals"]
+    sw = r["swap"]
+    rows.append(f"  version swap under load ({sw['clients']} single-image clients): "
+                f"{sw['requests']} requests, {sw['failed']} failed (goal 0: "
+                f"{'met' if g['swap_failed'] else 'not met'}), longest {sw['max_ms']:.1f} ms, "
+                f"p99 {sw['p99_ms']:.1f} ms, new version serving and old unloaded in "
+                f"{sw['swap_s']:.1f} s")
     rows.append(f"  32 single-image clients / batch 256: {100 * r['single_32_over_batch256']:.0f}% "
-                f"(goal 70%: {'met' if g['single_32_over_batch256'] else 'not met'}); p99 at 8 "
+                f"(goal 80%: {'met' if g['single_32_over_batch256'] else 'not met'}); p99 at 8 "
                 f"clients {r['clients']['single_8']['p99_ms']:.1f} ms (goal < 100: "
-                f"{'met' if g['p99_ms_at_8'] else 'not met'}); server peak RSS "
+                f"{'met' if g['p99_ms_at_8'] else 'not met'}); server peak RSS with two versions "
                 f"{r['server_peak_rss_mb']:.0f} MB (goal < 600: {'met' if g['server_rss_mb'] else 'not met'})")
     return "\n".join(rows)
 

@@ -54,8 +54,13 @@ def test_serve_table_reports_every_goal():
     result = {"width": 64, "predict_batch256_images_per_s": {"fp32": 300.0, "int8": 900.0},
               "clients": {"single_8": run(8, 1, 150.0, 80.0), "single_32": run(32, 1, 195.0, 250.0)},
               "server_peak_rss_mb": 385.0, "single_32_over_batch256": 0.65,
-              "goals": {"single_32_over_batch256": False, "p99_ms_at_8": True, "server_rss_mb": True}}
+              "swap": {"clients": 8, "requests": 900, "failed": 0, "max_ms": 120.5, "p99_ms": 60.0,
+                       "swap_s": 1.4},
+              "goals": {"single_32_over_batch256": False, "p99_ms_at_8": True, "server_rss_mb": True,
+                        "swap_failed": True}}
     text = serve.table(result)
-    for fragment in ("fp32 300.0, INT8 900.0 images/s", "65% (goal 70%: not met)",
-                     "p99 at 8 clients 80.0 ms (goal < 100: met)", "385 MB (goal < 600: met)"):
+    for fragment in ("fp32 300.0, INT8 900.0 images/s", "65% (goal 80%: not met)",
+                     "p99 at 8 clients 80.0 ms (goal < 100: met)",
+                     "with two versions 385 MB (goal < 600: met)",
+                     "900 requests, 0 failed (goal 0: met), longest 120.5 ms"):
         assert fragment in text

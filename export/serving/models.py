@@ -56,7 +56,7 @@ def load_file(path, threads=0):
         raise Refused(f"no {os.path.basename(path)} in {os.path.dirname(path) or '.'}",
                       code="NOT_FOUND")
     try:
-        classifier = OnnxClassifier(path, threads=threads)
+        classifier = OnnxClassifier(path, threads=threads, memory_arena=False)
     except Exception as e:
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
         raise Refused(f"{path}: not a loadable ONNX model ({type(e).__name__}: {first})",
