@@ -27,7 +27,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOALS = {"single_32_over_batch256": 0.80, "p99_ms_at_8": 100.0, "server_rss_mb": 600.0,
-         "swap_failed": 0}
+         "swap_failed": 0, "grpc_single_32_over_batch256": 0.85, "grpc_p99_ms_at_8": 50.0}
 
 
 def _free_port():
@@ -36,9 +36,10 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _start(base, port):
+def _start(base, port, grpc_port):
     proc = subprocess.Popen([sys.executable, "-m", "export.serve", "--model-base-path", base,
-                             "--port", str(port), "--poll-seconds", "0.2", "--quiet"],
+                             "--port", str(port), "--grpc-port", str(grpc_port),
+                             "--poll-seconds", "0.2", "--quiet"],
                             cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
@@ -65,6 +66,21 @@ def _get(port, path):
 def _states(port):
     status, body = _get(port, "/v1/models/davidnet")
     return {v["version"]: v["state"] for v in json.loads(body)["model_version_status"]}
+
+
+def grpc_clients(port, clients, requests):
+    """`requests` gRPC Predict calls of one image from `clients` threads, in a child process
+    (bench/grpc_clients.py)."""
+    done = subprocess.run([sys.executable, "-m", "bench.grpc_clients", "--port", str(port),
+                           "--clients", str(clients), "--requests", str(requests)],
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True,
+                          text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench.grpc_clients failed: {done.stderr[-1000:]}")
+    result = json.loads(done.stdout.splitlines()[-1])
+    if result["errors"]:
+        raise RuntimeError(f"gRPC calls failed: {result['errors']}")
+    return result
 
 
 def swap_under_load(port, body, publish_next, clients=8, timeout=120):
@@ -174,8 +190,8 @@ def bench_serve(quick=False, folder=None):
             del clf
         base = os.path.join(folder, "models")
         publish(fp32, base, log=lambda line: None)
-        port = _free_port()
-        server = _start(base, port)
+        port, grpc_port = _free_port(), _free_port()
+        server = _start(base, port, grpc_port)
         try:
             single = json.dumps({"instances": images[:1].tolist()})
             batch64 = json.dumps({"instances": images[:64].tolist()})
@@ -186,19 +202,29 @@ def bench_serve(quick=False, folder=None):
                 runs[f"single_{clients}"] = drive(port, single, 1, clients, max(n, clients))
                 m = 4 if quick else 24
                 runs[f"batch64_{clients}"] = drive(port, batch64, 64, clients, max(m, clients))
+            grpc_runs = {}
+            grpc_clients(grpc_port, 4, 20)  # warm-up
+            for clients in (8, 32):
+                n = 60 if quick else 400
+                grpc_runs[f"single_{clients}"] = grpc_clients(grpc_port, clients, max(n, clients))
             swap = swap_under_load(port, single, lambda: publish(fp32, base, log=lambda line: None))
             rss = _peak_rss_mb(server.pid)
         finally:
             server.terminate()
             server.wait(timeout=60)
     result = {"width": 64, "quick": quick, "predict_batch256_images_per_s": predict,
-              "clients": runs, "swap": swap, "server_peak_rss_mb": rss}
+              "clients": runs, "grpc": grpc_runs, "swap": swap, "server_peak_rss_mb": rss}
     result["single_32_over_batch256"] = runs["single_32"]["images_per_s"] / predict["fp32"]
+    result["grpc_single_32_over_batch256"] = (grpc_runs["single_32"]["images_per_s"]
+                                              / predict["fp32"])
     result["goals"] = {
         "single_32_over_batch256": result["single_32_over_batch256"] >= GOALS["single_32_over_batch256"],
         "p99_ms_at_8": runs["single_8"]["p99_ms"] < GOALS["p99_ms_at_8"],
         "server_rss_mb": rss < GOALS["server_rss_mb"],
         "swap_failed": swap["failed"] <= GOALS["swap_failed"],
+        "grpc_single_32_over_batch256":
+            result["grpc_single_32_over_batch256"] >= GOALS["grpc_single_32_over_batch256"],
+        "grpc_p99_ms_at_8": grpc_runs["single_8"]["p99_ms"] < GOALS["grpc_p99_ms_at_8"],
     }
     return result
 
@@ -211,6 +237,9 @@ def table(r):
     for m in r["clients"].values():
         rows.append(f"  {m['clients']:>7}  {m['images_per_request']:>14}  {m['requests']:>8}  "
                     f"{m['images_per_s']:>8.1f}  {m['p50_ms']:>7.1f}  {m['p99_ms']:>7.1f}")
+    for name, m in r["grpc"].items():
+        rows.append(f"  {m['clients']:>7}  {m['images_per_request']:>14}  {m['requests']:>8}  "
+                    f"{m['images_per_s']:>8.1f}  {m['p50_ms']:>7.1f}  {m['p99_ms']:>7.1f}   gRPC")
     g = r["goals"]
     sw = r["swap"]
     rows.append(f"  version swap under load ({sw['clients']} single-image clients): "
@@ -223,6 +252,11 @@ def table(r):
                 f"clients {r['clients']['single_8']['p99_ms']:.1f} ms (goal < 100: "
                 f"{'met' if g['p99_ms_at_8'] else 'not met'}); server peak RSS with two versions "
                 f"{r['server_peak_rss_mb']:.0f} MB (goal < 600: {'met' if g['server_rss_mb'] else 'not met'})")
+    rows.append(f"  gRPC: 32 single-image clients / batch 256: "
+                f"{100 * r['grpc_single_32_over_batch256']:.0f}% (goal 85%: "
+                f"{'met' if g['grpc_single_32_over_batch256'] else 'not met'}); p99 at 8 clients "
+                f"{r['grpc']['single_8']['p99_ms']:.1f} ms (goal < 50: "
+                f"{'met' if g['grpc_p99_ms_at_8'] else 'not met'})")
     return "\n".join(rows)
 
 

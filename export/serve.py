@@ -58,6 +58,9 @@ def parser():
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=checked(int, "a port 0..65535", lambda v: 0 <= v < 65536),
                    default=8501)
+    p.add_argument("--grpc-port", type=checked(int, "a port 0..65535", lambda v: 0 <= v < 65536),
+                   default=8500, help="TensorFlow Serving's gRPC API on this port; 0: off "
+                   "(default 8500)")
     p.add_argument("--name", default="davidnet", help="the model name in the URLs (default davidnet)")
     p.add_argument("--max-batch", type=positive(int, "integer"), default=256,
                    help="images per ONNX Runtime call (default 256)")
@@ -115,10 +118,13 @@ def serve(argv):
                              args.batch_window_ms / 1000, Metrics(), say)
     phase = Phase()
     limits = Limits(int(args.max_body_mb * 2 ** 20), args.max_instances, args.max_image_pixels)
-    app = make_app(versions, limits, versions.metrics, phase, None if args.quiet else say)
+    grpc_address = (args.host, args.grpc_port) if args.grpc_port else None
+    app = make_app(versions, limits, versions.metrics, phase, None if args.quiet else say,
+                   grpc_address)
     source = args.model or f"{args.model_base_path} ({args.version_policy} of its versions)"
+    grpc_line = f"; gRPC: {args.host}:{args.grpc_port}" if grpc_address else ""
     say(f"serving {source} as {args.name} on http://{args.host}:{args.port}/ "
-        f"(REST: /v1/models/{args.name}:predict)")
+        f"(REST: /v1/models/{args.name}:predict{grpc_line})")
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
                             access_log=False, timeout_graceful_shutdown=30, lifespan="on")
     try:

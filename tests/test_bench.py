@@ -56,11 +56,15 @@ def test_serve_table_reports_every_goal():
               "server_peak_rss_mb": 385.0, "single_32_over_batch256": 0.65,
               "swap": {"clients": 8, "requests": 900, "failed": 0, "max_ms": 120.5, "p99_ms": 60.0,
                        "swap_s": 1.4},
+              "grpc": {"single_8": run(8, 1, 180.0, 40.0), "single_32": run(32, 1, 260.0, 150.0)},
+              "grpc_single_32_over_batch256": 0.8667,
               "goals": {"single_32_over_batch256": False, "p99_ms_at_8": True, "server_rss_mb": True,
-                        "swap_failed": True}}
+                        "swap_failed": True, "grpc_single_32_over_batch256": True,
+                        "grpc_p99_ms_at_8": True}}
     text = serve.table(result)
     for fragment in ("fp32 300.0, INT8 900.0 images/s", "65% (goal 80%: not met)",
                      "p99 at 8 clients 80.0 ms (goal < 100: met)",
                      "with two versions 385 MB (goal < 600: met)",
-                     "900 requests, 0 failed (goal 0: met), longest 120.5 ms"):
+                     "900 requests, 0 failed (goal 0: met), longest 120.5 ms",
+                     "gRPC: 32 single-image clients / batch 256: 87% (goal 85%: met)"):
         assert fragment in text

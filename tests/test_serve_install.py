@@ -39,7 +39,8 @@ def test_the_serve_extra_serves_without_tensorflow(tmp_path):
     model = onnx_models.save(tmp_path / "m.onnx", favourite=8)
     port = free_port()
     server = subprocess.Popen([str(venv / "bin" / "davidnet-serve"), model, "--port", str(port),
-                               "--quiet"], env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+                               "--grpc-port", str(free_port()), "--quiet"],
+                              env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     try:
         def answer():
             try:

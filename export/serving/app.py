@@ -6,6 +6,7 @@ the demo page, one handler per endpoint.
     POST /v1/models/NAME[/versions/N|/labels/L]:predict     classify
     GET  /monitoring/prometheus/metrics                     Prometheus text format
     GET  /                                                  the demo page
+    /v2/...                                                 the Open Inference Protocol (v2.py)
 
 A request body is read up to --max-body-mb; a larger one is read and thrown away up to
 DISCARD_FACTOR times that (so that every client, urllib included, reads the 413), and past
@@ -19,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from export.serving import v2
 from export.serving.batcher import Stopped
 from export.serving.bodies import (DEFAULT_MAX_IMAGE_PIXELS, BadRequest, dumps, format_response,
                                    parse_request)
@@ -41,6 +43,7 @@ class Phase:
 
     def __init__(self):
         self.name = "serving"
+        self.on_close = []  # coroutine functions run when closing starts (the gRPC server's stop)
 
 
 def _json(document, status=200, close=False):
@@ -100,10 +103,11 @@ def metadata_document(name, version, class_names):
             "class_names": list(class_names)}
 
 
-def make_app(versions, limits=Limits(), metrics=None, phase=None, log=None):
+def make_app(versions, limits=Limits(), metrics=None, phase=None, log=None, grpc_address=None):
     """`versions`: a versions.ModelVersions; `metrics`: a metrics.Metrics or None; `phase`:
     the Phase the server's lifecycle moves (a new one if None); `log(line)`: one line per
-    request (method, path, status, images, milliseconds), or None."""
+    request (method, path, status, images, milliseconds), or None; `grpc_address`: (host,
+    port) for TensorFlow Serving's gRPC API beside REST, or None."""
     from starlette.applications import Starlette
     from starlette.requests import ClientDisconnect
     from starlette.responses import HTMLResponse, Response
@@ -188,13 +192,23 @@ def make_app(versions, limits=Limits(), metrics=None, phase=None, log=None):
                    Route(prefix, status, methods=["GET"])]
     routes += [Route("/monitoring/prometheus/metrics", prometheus, methods=["GET"]),
                Route("/", demo, methods=["GET"])]
+    routes += v2.routes(versions, limits, metrics, phase, decode_pool, handler, read_body, _json)
 
     @asynccontextmanager
     async def lifespan(app):
         await versions.start()
+        grpc_api = None
+        if grpc_address:
+            from export.serving.grpc_api import GrpcApi
+
+            grpc_api = GrpcApi(versions, limits.max_instances, limits.max_body, metrics)
+            await grpc_api.start(*grpc_address)
+            phase.on_close.append(grpc_api.stop)
         try:
             yield
         finally:
+            if grpc_api:
+                await grpc_api.stop(0)
             await versions.stop()
             decode_pool.shutdown(wait=False, cancel_futures=True)
 

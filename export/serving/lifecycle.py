@@ -6,7 +6,8 @@ On SIGTERM or SIGINT (legacy_eager.signals, the project's one signal mechanism):
 2. closing: every new request is answered 503 with `Connection: close`; the connections
    already waiting in the listen queue are accepted one last time, then the port is closed
    (later connection attempts are refused, never reset); a connection that has not sent its
-   request yet gets GRACE_SECONDS to send it (and read its 503); requests in flight finish;
+   request yet gets up to GRACE_SECONDS to send it (and read its 503); requests in flight finish;
+   the gRPC server (if any) refuses new calls and finishes those in flight;
 3. the batchers finish, and the process exits 0.
 A second SIGINT ends the wait (uvicorn's force exit).
 """
@@ -20,7 +21,7 @@ import uvicorn
 
 from legacy_eager.signals import signals_handled
 
-GRACE_SECONDS = 0.5
+GRACE_SECONDS = 2.0  # the most a connection is given to send its request (the wait ends when all have)
 
 
 class DrainingServer(uvicorn.Server):
@@ -50,6 +51,8 @@ class DrainingServer(uvicorn.Server):
     async def shutdown(self, sockets=None):
         self.phase.name = "closing"
         loop = asyncio.get_running_loop()
+        # gRPC: new calls refused (UNAVAILABLE), those in flight finish, beside HTTP's close
+        closers = [loop.create_task(close()) for close in self.phase.on_close]
         accepted = []
         for server in self.servers:
             for listener in server.sockets or ():
@@ -61,6 +64,7 @@ class DrainingServer(uvicorn.Server):
         while loop.time() < deadline and any(
                 getattr(c, "cycle", True) is None for c in self.server_state.connections):
             await asyncio.sleep(0.01)
+        await asyncio.gather(*closers)
         await super().shutdown(sockets)
 
     def _protocol(self):
