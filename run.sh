@@ -62,6 +62,7 @@ for line in open(sys.argv[1]):
     if not line:
         continue
     name, _, pinned = line.partition("==")
+    name = name.split("[")[0]  # tritonclient[http]: the package is tritonclient
     try:
         if version(name) != pinned:
             sys.exit(1)

@@ -137,3 +137,15 @@ def test_compiled_step_reads_no_variable_on_another_device(mode):
     r = json.loads(done.stdout.strip().splitlines()[-1])
     assert r["global_step"].endswith("CPU:1") and r["steps"] == 1
     assert r["model"] == r["slots"] == r["captured"] == [r["global_step"]]
+
+
+def test_run_sh_installs_nothing_when_every_pinned_version_is_there():
+    """This environment has every pin of requirements.txt (extras such as tritonclient[http]
+    included): ./run.sh goes straight to its command, without pip."""
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "DAVIDNET_PRINT_INSTALL"}
+    env.update(VIRTUAL_ENV=sys.prefix, DAVIDNET_DEVICE="cpu")
+    done = subprocess.run([os.path.join(ROOT, "run.sh"), "--help"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "installing" not in done.stderr, done.stderr[-2000:]
