@@ -20,7 +20,7 @@ def make_export(folder, width=64):
     from export.savedmodel import export_savedmodel
     from legacy_eager.data import CLASSES
     from legacy_eager.model import DavidNet, build
-    from legacy_eager.report import write_json_atomic
+    from legacy_eager.atomic import write_json
     from legacy_eager.trainer import Progress
 
     model = build(DavidNet(c=width))
@@ -31,7 +31,7 @@ def make_export(folder, width=64):
     run_info = {"config": {"width": width, "epochs": 1},
                 "data": {"classes": list(CLASSES),
                          "normalization": {"mean": mean.tolist(), "std": std.tolist()}}}
-    write_json_atomic(os.path.join(folder, "config.json"), run_info)
+    write_json(os.path.join(folder, "config.json"), run_info)
     tf.train.Checkpoint(model=model, progress=progress).save(os.path.join(folder, "checkpoints", "ckpt"))
     saved_model = export_savedmodel(folder)
     fp32 = os.path.join(folder, "model.onnx")

@@ -20,7 +20,7 @@ import os
 import shutil
 import sys
 
-from export.atomic import staged_path
+from legacy_eager.atomic import staged_path
 from legacy_eager.cli import Parser, non_negative, positive
 from legacy_eager.errors import UsageError, run_cli
 

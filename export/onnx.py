@@ -28,7 +28,7 @@ import sys
 
 import numpy as np
 
-from export.atomic import staged_path
+from legacy_eager.atomic import staged_path
 from export.predict import OnnxClassifier, accuracy_report
 from export.savedmodel import (SIGNATURE_NAME, TTA_SIGNATURE_NAME, export_savedmodel, metadata,
                                read_run, run_dir_cli)
@@ -188,7 +188,7 @@ def export_int8(run_dir, train_images, test_images, test_labels, fp32_accuracy, 
 
 def export_onnx(run_dir, log=print, int8=False):
     """SavedModel (made if missing) -> model.onnx with metadata -> parity.json."""
-    from legacy_eager import report
+    from legacy_eager.atomic import write_json
 
     run_info, _ = read_run(run_dir)
     saved_model = os.path.join(run_dir, "saved_model")
@@ -201,7 +201,7 @@ def export_onnx(run_dir, log=print, int8=False):
         convert(saved_model, staged)
         finish_model(staged, run_info)
         result, fp32_pred = parity(staged, saved_model, images, labels, run_info["data"]["classes"])
-        report.write_json_atomic(os.path.join(run_dir, "parity.json"), result)
+        write_json(os.path.join(run_dir, "parity.json"), result)
         if not result["passed"]:
             raise ExportFailed(
                 f"ONNX Runtime differs from the SavedModel on {result['images']} test images "
@@ -216,7 +216,7 @@ def export_onnx(run_dir, log=print, int8=False):
     if int8:
         result["int8"] = export_int8(run_dir, train_images, images, labels,
                                      result["onnx_accuracy"], run_info["data"]["classes"], fp32_pred)
-        report.write_json_atomic(os.path.join(run_dir, "parity.json"), result)
+        write_json(os.path.join(run_dir, "parity.json"), result)
         r = result["int8"]
         verdict = (f"wrote {run_dir}/model.int8.onnx" if r["kept"] else
                    "INT8 model discarded (outside the bounds: agreement >= 99%, "

@@ -23,7 +23,7 @@ import numpy as np
 
 from legacy_eager.config import Config, parse_args
 from legacy_eager.errors import UsageError, UserFacingError, run_cli
-from legacy_eager.report import write_json_atomic
+from legacy_eager.atomic import write_json, write_text
 from legacy_eager.run_folder import read_metrics, read_run_info, run_config
 from legacy_eager.signals import signals_handled
 from legacy_eager.train import data_path
@@ -186,12 +186,9 @@ def repro(argv, log=print):
     report = {"target": args.target, "train_flags": train_flags,
               "runs": [{k: v for k, v in r.items() if k != "epochs"} for r in runs],
               "statistics": statistics(runs, args.target)}
-    write_json_atomic(os.path.join(args.out, "repro.json"), report)
+    write_json(os.path.join(args.out, "repro.json"), report)
     table = markdown(report)
-    tmp = os.path.join(args.out, f"repro.md.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(table)
-    os.replace(tmp, os.path.join(args.out, "repro.md"))
+    write_text(os.path.join(args.out, "repro.md"), table)
     from legacy_eager.plots import draw_repro
 
     draw_repro(runs, args.target, os.path.join(args.out, "repro.png"))

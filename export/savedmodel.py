@@ -18,7 +18,7 @@ import json
 import os
 import sys
 
-from export.atomic import staged_path
+from legacy_eager.atomic import staged_path
 from legacy_eager.errors import UsageError, UserFacingError, run_cli
 from legacy_eager.run_folder import read_run_info
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from legacy_eager.atomic import staged_path
 from legacy_eager.errors import UsageError
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -382,15 +383,12 @@ def load_cifar10(path, cache_dir=None):
         except Exception:
             pass  # a damaged cache entry is rebuilt below
     data = read_cifar10(path)
-    tmp = f"{cache_file}.tmp-{os.getpid()}.npz"
     try:
         os.makedirs(cache_dir, exist_ok=True)
-        np.savez(tmp, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test,
-                 y_test=data.y_test, layout=np.array(data.layout))
-        os.replace(tmp, cache_file)
+        with staged_path(cache_file, is_dir=False) as staged:
+            np.savez(staged, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test,
+                     y_test=data.y_test, layout=np.array(data.layout))
     except OSError as e:  # an unwritable cache only costs the next run the decode time
-        if os.path.exists(tmp):
-            os.remove(tmp)
         print(f"warning: cannot write the decode cache {cache_file} ({e.strerror or e}); "
               "the next run decodes the images again (set CIFAR10_CACHE to another folder)",
               file=sys.stderr)

@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 
+from legacy_eager.atomic import staged_path
+
 CURVE_SIZE = (12, 3.6)  # inches at 100 dpi: 1200 x 360 pixels
 DPI = 100
 
@@ -18,10 +20,9 @@ def _pyplot():
 
 
 def _save(fig, path):
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=DPI)
+    with staged_path(path, is_dir=False) as staged:
+        fig.savefig(staged, dpi=DPI)
     _pyplot().close(fig)
-    os.replace(tmp, path)
     return path
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import time
 
+from legacy_eager.atomic import write_text
 from legacy_eager.config import Config
 from legacy_eager.errors import UsageError
 
@@ -87,8 +88,5 @@ def keep_metrics_of(run_dir, epochs):
     if not os.path.exists(path):
         return []
     kept = [r for r in read_metrics(run_dir) if r["epoch"] <= epochs]
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in kept)
-    os.replace(tmp, path)
+    write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
     return kept

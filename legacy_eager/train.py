@@ -15,7 +15,8 @@ import tempfile
 import numpy as np
 
 from legacy_eager import data as cifar
-from legacy_eager import devices, report, run_folder
+from legacy_eager import devices, run_folder
+from legacy_eager.atomic import write_json
 from legacy_eager.config import parse_args
 from legacy_eager.errors import UsageError, run_cli
 
@@ -152,7 +153,7 @@ def restore_or_record(config, trainer, out, run_info, log, warn):
     from legacy_eager.checkpoints import restore_latest
 
     if config.resume is None:
-        report.write_json_atomic(os.path.join(out, "config.json"), dict(
+        write_json(os.path.join(out, "config.json"), dict(
             run_info, config=dict(run_info["config"], out=out)))
         return
     restored = restore_latest(trainer, out, warn)
@@ -172,7 +173,7 @@ def finish(config, trainer, final, out, run_info, task, log):
     chief = task is None or task[2]
     summary = dict(run_info, final=final, total_time_s=final["elapsed_s"], out=out,
                    weights_sha256=weights_fingerprint(trainer), chief=chief)
-    report.write_json_atomic(os.path.join(out, "summary.json"), summary)
+    write_json(os.path.join(out, "summary.json"), summary)
     tta = f" (flip TTA {final['val_acc_tta']:.4f})" if "val_acc_tta" in final else ""
     log(f"final val_acc {final['val_acc']:.4f}{tta} after {config.epochs} epochs "
         f"({summary['total_time_s']:.0f} s); weights sha256 {summary['weights_sha256'][:16]}; "

@@ -6,12 +6,12 @@ import sys
 
 import pytest
 
-from export import atomic
+from legacy_eager import atomic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CRASH = """
 import os, sys
-from export import atomic
+from legacy_eager import atomic
 target, step = sys.argv[1], sys.argv[2]
 def crash(at):
     if at == step:

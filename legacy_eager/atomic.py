@@ -1,6 +1,8 @@
-"""Replace a file or folder so that readers see the old one or the new one, never half,
-and a crash at any moment leaves one of them under the real name (at worst until the
-next start, which puts it back).
+"""The one place that writes then renames: replace a file or folder so that readers see
+the old one or the new one, never half, and a crash at any moment leaves one of them under
+the real name (at worst until the next start, which puts it back). Framework-free; used by
+the run folder (config, metrics, summary, pictures, the decode cache), the exports, repro's
+report and publishing a served version.
 
 A folder is swapped in three renames-and-removes: the previous copy is moved aside into
 `.NAME.old-*/NAME`, the new one is renamed into place, and only then is the previous copy
@@ -8,6 +10,7 @@ deleted. A crash between the first two leaves no NAME, but the previous copy who
 `recover(target)`, which every staged_path runs first, renames it back.
 """
 import glob
+import json
 import os
 import shutil
 import tempfile
@@ -68,3 +71,15 @@ def staged_path(target, is_dir):
             os.replace(staged, target)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def write_text(path, text):
+    """`text` as the file `path`, whole or not at all."""
+    with staged_path(path, is_dir=False) as staged:
+        with open(staged, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def write_json(path, obj):
+    """`obj` as indented, key-sorted JSON in `path`, whole or not at all."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
