@@ -83,7 +83,7 @@ def finish_model(path, run_info):
 def run_images(run_info):
     """The run's own (train, test) uint8 images and labels: same source, same seeded subsets."""
     from legacy_eager.run_folder import run_config
-    from legacy_eager.train import load_data
+    from legacy_eager.data import load_data
 
     _, train, test = load_data(run_config(run_info))
     return train, test

@@ -13,7 +13,7 @@ from export.onnx import ExportFailed, export_onnx
 from export.savedmodel import export_savedmodel
 from legacy_eager.config import parse_args
 from legacy_eager.errors import run_cli
-from legacy_eager.train import run
+from legacy_eager.run import run
 
 MAX_ACCURACY_GAP = 0.001  # 0.1 percentage point
 

@@ -26,7 +26,7 @@ from legacy_eager.errors import UsageError, UserFacingError, run_cli
 from legacy_eager.atomic import write_json, write_text
 from legacy_eager.run_folder import read_metrics, read_run_info, run_config
 from legacy_eager.signals import signals_handled
-from legacy_eager.train import data_path
+from legacy_eager.data import data_path
 
 STATS = (("val_acc", "val acc"), ("val_acc_tta", "val acc, flip TTA"),
          ("onnx_accuracy", "ONNX"), ("onnx_accuracy_tta", "ONNX, flip TTA"),
@@ -90,7 +90,7 @@ def changed_flags(folder, seed, train_flags):
     changed = [f"--{key.replace('_', '-')} {saved[key]}, not {value}"
                for key, value in dict(wanted.to_dict(), seed=seed).items()
                if key not in ignored and saved[key] != value]
-    then, now = info["data"].get("path"), data_path(wanted)  # both absolute
+    then, now = info["data"].get("path"), data_path(wanted.data)  # both absolute
     if then and now and then != now:
         changed.append(f"--data {then}, not {now}")
     return changed

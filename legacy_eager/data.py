@@ -409,12 +409,37 @@ def download_cifar10():
                    y_test.astype("int64").reshape(-1), layout="tf.keras.datasets.cifar10")
 
 
+def data_source(data_flag):
+    """Where a run's data is: --data, else $CIFAR10_DATA, else None (the seed's download).
+    The one place that reads CIFAR10_DATA."""
+    return data_flag or os.environ.get("CIFAR10_DATA") or None
+
+
+def data_path(data_flag):
+    """data_source as an absolute path (None: the download), so that export can re-read
+    the same test images from any working folder."""
+    path = data_source(data_flag)
+    return os.path.abspath(path) if path else None
+
+
 def resolve(data_flag, cache_dir=None):
     """--data, else $CIFAR10_DATA, else the seed's download."""
-    path = data_flag or os.environ.get("CIFAR10_DATA")
+    path = data_source(data_flag)
     if path:
         return load_cifar10(path, cache_dir)
     return download_cifar10()
+
+
+def load_data(config):
+    """Decoded CIFAR-10 cut to the run's subsets, drawn with its --seed:
+    (source, (x_train, y_train), (x_test, y_test))."""
+    dataset = resolve(config.data)
+    rng = np.random.default_rng(config.seed)
+    x_train, y_train = random_subset(dataset.x_train, dataset.y_train,
+                                     config.train_subset, rng, "--train-subset")
+    x_test, y_test = random_subset(dataset.x_test, dataset.y_test,
+                                   config.test_subset, rng, "--test-subset")
+    return dataset.source, (x_train, y_train), (x_test, y_test)
 
 
 def random_subset(x, y, n, rng, flag):

@@ -1,14 +1,17 @@
-"""Which devices a run will use, said in one line before it starts, and the one mistake
-that costs GPU users hours: a GPU that `nvidia-smi` sees but TensorFlow does not (usually
+"""Which devices a run will use, said in one line before it starts (and, from TF_CONFIG and
+--devices, which distribution strategy spreads it over them), and the one mistake that costs
+GPU users hours: a GPU that `nvidia-smi` sees but TensorFlow does not (usually
 the CPU-only wheel, CUDA libraries not found, or a driver too old for CUDA 12).
 
 Framework-free: the caller passes TensorFlow's view of its GPUs, so the decision can be
 tested with any device list. `DAVIDNET_DEVICE=cpu` (the user chose the CPU) or
 `--allow-cpu` let such a run go on on the CPU; otherwise it stops with exit 2.
 """
+import json
 import os
 import shutil
 import subprocess
+from typing import NamedTuple
 
 from legacy_eager.errors import UsageError
 
@@ -64,3 +67,53 @@ def tensorflow_gpus(tf):
             name = "GPU"
         gpus.append((i, name))
     return gpus
+
+
+class ClusterTask(NamedTuple):
+    """This process's task in a TF_CONFIG cluster."""
+    kind: str      # "worker" or "chief"
+    index: int
+    chief: bool    # the task of type "chief", or worker 0 when the cluster has none
+
+
+def cluster_task():
+    """The ClusterTask from TF_CONFIG when it names a cluster, else None."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return None
+    try:
+        tf_config = json.loads(raw)
+        cluster = tf_config.get("cluster")
+        if not cluster:
+            return None
+        kind, index = tf_config["task"]["type"], int(tf_config["task"]["index"])
+        chief_kind = "chief" if "chief" in cluster else "worker"
+        return ClusterTask(kind, index, (kind, index) == (chief_kind, 0))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UsageError(f"TF_CONFIG: not a cluster description ({type(e).__name__}: {e})") from None
+
+
+def make_strategy(config, tf, task):
+    """MultiWorkerMirroredStrategy when TF_CONFIG names a cluster; MirroredStrategy over
+    --devices GPUs (or logical CPU devices); None (TF's default, one device) otherwise.
+    Called first thing after TensorFlow is imported: both need the runtime unstarted.
+    `task`: the process's ClusterTask or None. `tf` is passed in: this module imports no
+    TensorFlow."""
+    if task is not None:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    n = config.devices
+    if n == 1:
+        return None
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        if len(gpus) < n:
+            raise UsageError(f"--devices {n}: this machine has {len(gpus)} GPU(s)")
+        return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in range(n)])
+    try:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n)])
+    except RuntimeError:
+        raise UsageError(f"--devices {n}: TensorFlow had already started in this process; "
+                         "logical CPU devices must be set before") from None
+    return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)])
