@@ -10,6 +10,7 @@ import time
 
 from legacy_eager import checkpoints, report
 from legacy_eager.errors import UserFacingError
+from legacy_eager.pipeline import epoch_batches
 from legacy_eager.schedule import lr_schedule
 from legacy_eager.trainer import Diverged
 
@@ -70,14 +71,13 @@ class _Saver:
 
 
 def fit(trainer, train_set, test_set, len_train, len_test, out_dir, log=print, stop=None,
-        observers=()):
+        observers=(), batches=epoch_batches):
     """Epochs from where trainer.progress stands (zero for a new run, the restored state
     for --resume) to the last. Returns the last epoch's record (None: nothing left).
     Each observer's epoch_done(record, step_losses, first_batch) runs after the epoch's
     checkpoint (step_losses: each step's training loss per image; first_batch: the run's
-    number of the first of them)."""
-    from legacy_eager.pipeline import epoch_batches
-
+    number of the first of them). `batches(train_set, epoch, start)` yields an epoch's
+    batches from `start` (pipeline.epoch_batches; tests pass one that also sends a signal)."""
     config, progress = trainer.config, trainer.progress
     metrics = report.JsonLines(f"{out_dir}/metrics.jsonl")
     saver = _Saver(trainer, out_dir)
@@ -90,7 +90,7 @@ def fit(trainer, train_set, test_set, len_train, len_test, out_dir, log=print, s
         start = int(progress.batch.numpy())
         t_epoch = time.time()
         loss_sum, correct_sum, ran, step_losses = trainer.train_epoch(
-            epoch_batches(train_set, epoch, start), desc=f"epoch {epoch + 1}",
+            batches(train_set, epoch, start), desc=f"epoch {epoch + 1}",
             total=trainer.steps_per_epoch - start, should_stop=should_stop)
         loss_sum += float(progress.loss_sum.numpy())
         correct_sum += float(progress.correct_sum.numpy())

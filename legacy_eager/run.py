@@ -116,7 +116,9 @@ def finish(config, trainer, final, out, run_info, task, log):
     return summary
 
 
-def run(config, log=print, warn=None):
+def run(config, log=print, warn=None, batches=None):
+    """The run `config` asks for; its summary. `batches`: the epochs' batch source for
+    loop.fit (default pipeline.epoch_batches)."""
     warn = warn or (lambda message: print(message, file=sys.stderr))
     config, task = settle_config(config)
     out = choose_out_dir(config, task)
@@ -150,5 +152,5 @@ def run(config, log=print, warn=None):
     observers = [TensorBoardLog(out, config, trainer.batches_per_epoch), CurvesPlot(out)]
     with signals_recorded() as stop:
         final = fit(trainer, train_set, test_set, len_train, len_test, out, log=log, stop=stop,
-                    observers=observers)
+                    observers=observers, batches=batches or pipeline.epoch_batches)
     return finish(config, trainer, final, out, run_info, task, log)

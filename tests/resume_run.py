@@ -13,23 +13,28 @@ import numpy as np
 import tensorflow as tf
 
 from legacy_eager import pipeline, train
+from legacy_eager.config import parse_args
+from legacy_eager.errors import run_cli
+from legacy_eager.run import run
 from tests import synthetic
 
 EPOCHS = 3
 
 
 def interrupt_at(epoch, batch, signum=signal.SIGINT):
-    """Make epoch_batches send `signum` to this process right after yielding that batch."""
-    real = pipeline.epoch_batches
-
+    """A batch source for the run that sends `signum` to this process right after yielding
+    that batch (the run then saves its checkpoint and stops)."""
     def batches(train_set, e, start=0):
-        for k, item in enumerate(real(train_set, e, start), start=start):
+        for k, item in enumerate(pipeline.epoch_batches(train_set, e, start), start=start):
             yield item
             if (e, k) == (epoch, batch):
                 os.kill(os.getpid(), signum)
+    return batches
 
-    pipeline.epoch_batches = batches
-    return lambda: setattr(pipeline, "epoch_batches", real)
+
+def train_main(flags, batches=None):
+    """legacy_eager.train's main, with the run's batch source given."""
+    return run_cli(lambda: run(parse_args(flags), batches=batches))
 
 
 def metrics(out):
@@ -57,9 +62,8 @@ def main(workdir, pipeline_name, precision="fp32", scope="full"):
     out = {name: os.path.join(workdir, name) for name in names}
     codes = {name: train.main(flags + ["--out", out[name]]) for name in ("a", "a2") if name in out}
 
-    restore = interrupt_at(epoch=1, batch=3)  # epoch 2, after its 4th batch
-    codes["b_interrupted"] = train.main(flags + ["--out", out["b"]])
-    restore()
+    # epoch 2, after its 4th batch
+    codes["b_interrupted"] = train_main(flags + ["--out", out["b"]], interrupt_at(epoch=1, batch=3))
     lines_while_stopped = len(metrics(out["b"]))
     codes["b_resumed"] = train.main(["--resume", out["b"]])
     a = final_tensors(out["a"])
@@ -74,9 +78,8 @@ def main(workdir, pipeline_name, precision="fp32", scope="full"):
         return
 
     # C: stopped by SIGTERM, then its newest checkpoint damaged: resume falls back one.
-    restore = interrupt_at(epoch=1, batch=3, signum=signal.SIGTERM)
-    codes["c_interrupted"] = train.main(flags + ["--out", out["c"]])
-    restore()
+    codes["c_interrupted"] = train_main(flags + ["--out", out["c"]],
+                                        interrupt_at(epoch=1, batch=3, signum=signal.SIGTERM))
     newest = tf.train.latest_checkpoint(os.path.join(out["c"], "checkpoints"))
     with open(newest + ".data-00000-of-00001", "r+b") as f:
         f.truncate(100)
