@@ -31,6 +31,8 @@ import numpy as np  # noqa: E402
 
 from bench import flops  # noqa: E402
 from bench.exports import make_export, synthetic  # noqa: E402
+from legacy_eager.cli import Parser  # noqa: E402
+from legacy_eager.errors import run_cli  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -189,8 +191,12 @@ def main(argv=None):
         from bench import serve
 
         return serve.main(argv[1:])
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    return run_cli(bench_all, argv)
+
+
+def bench_all(argv):
+    p = Parser(prog="python -m bench", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller and fewer repetitions (< 3 min)")
     args = p.parse_args(argv)
     import platform

@@ -263,14 +263,18 @@ def table(r):
 def main(argv=None):
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m bench serve", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="fewer requests (about a minute)")
-    args = p.parse_args(argv)
-    result = bench_serve(args.quick)
-    print(table(result))
-    print(json.dumps({"serve": result}))
-    return 0
+    from legacy_eager.cli import Parser
+    from legacy_eager.errors import run_cli
+
+    def body():
+        p = Parser(prog="python -m bench serve", description=__doc__,
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--quick", action="store_true", help="fewer requests (about a minute)")
+        args = p.parse_args(argv)
+        result = bench_serve(args.quick)
+        print(table(result))
+        print(json.dumps({"serve": result}))
+    return run_cli(body)
 
 
 if __name__ == "__main__":

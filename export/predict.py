@@ -22,8 +22,10 @@ import tarfile
 
 import numpy as np
 
-EXIT_UNREADABLE = 1
-EXIT_USAGE = 2
+from legacy_eager.cli import Parser, positive
+from legacy_eager.errors import UsageError, run_cli
+
+EXIT_UNREADABLE = 1  # some file could not be read; the others were classified
 
 
 class OnnxClassifier:
@@ -184,13 +186,15 @@ def format_confusion(matrix, class_names):
 
 
 def _parser():
-    p = argparse.ArgumentParser(prog="python -m export.predict", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="python -m export.predict", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL.onnx")
     p.add_argument("paths", nargs="+", metavar="PATH")
-    p.add_argument("--top-k", type=int, default=3, help="classes shown per image (default 3)")
+    p.add_argument("--top-k", type=positive(int, "integer"), default=3,
+                   help="classes shown per image (default 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--batch-size", type=int, default=256, help="images per ONNX Runtime call")
+    p.add_argument("--batch-size", type=positive(int, "integer"), default=256,
+                   help="images per ONNX Runtime call")
     p.add_argument("--evaluate", action="store_true", help="accuracy against folder labels")
     p.add_argument("--split", default="test", choices=("train", "test"),
                    help="with --evaluate, the split counted in train/ + test/ trees (default test)")
@@ -203,18 +207,19 @@ def _parser():
 
 
 def main(argv=None):
+    return run_cli(predict, argv)
+
+
+def predict(argv):
     args = _parser().parse_args(argv)
-    if args.top_k < 1 or args.batch_size < 1:
-        print("error: --top-k and --batch-size must be positive", file=sys.stderr)
-        return EXIT_USAGE
     if args.plot and not args.evaluate:
-        print("error: --plot draws the confusion matrix of --evaluate; add --evaluate", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError("--plot draws the confusion matrix of --evaluate; add --evaluate")
+    if not os.path.isfile(args.model):
+        raise UsageError(f"{args.model}: no such ONNX model file")
     try:
         classifier = OnnxClassifier(args.model)
     except Exception as e:
-        print(f"error: {args.model}: cannot load ONNX model ({type(e).__name__})", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(f"{args.model}: cannot load ONNX model ({type(e).__name__})") from None
     names = classifier.class_names
     failures = []
 
@@ -244,9 +249,8 @@ def main(argv=None):
 
     if args.evaluate:
         if not labels:
-            print(f"error: no labelled images (<class>/ folders, {args.split}/ split) in "
-                  f"{' '.join(args.paths)}", file=sys.stderr)
-            return EXIT_USAGE
+            raise UsageError(f"no labelled images (<class>/ folders, {args.split}/ split) in "
+                             f"{' '.join(args.paths)}")
         report = accuracy_report(predicted, labels, names)
         report["tta"] = args.tta
         if args.json:

@@ -22,7 +22,8 @@ import sys
 import numpy as np
 
 from legacy_eager.config import Config, parse_args
-from legacy_eager.errors import UsageError, UserFacingError, run_cli
+from legacy_eager.cli import Parser
+from legacy_eager.errors import Stopped, UsageError, run_cli
 from legacy_eager.atomic import write_json, write_text
 from legacy_eager.run_folder import read_metrics, read_run_info, run_config
 from legacy_eager.signals import signals_handled
@@ -31,12 +32,6 @@ from legacy_eager.data import data_path
 STATS = (("val_acc", "val acc"), ("val_acc_tta", "val acc, flip TTA"),
          ("onnx_accuracy", "ONNX"), ("onnx_accuracy_tta", "ONNX, flip TTA"),
          ("train_time_s", "training s"))
-
-
-class RunStopped(UserFacingError):
-    def __init__(self, message, code):
-        super().__init__(message)
-        self.exit_code = code
 
 
 def run_state(folder):
@@ -54,8 +49,8 @@ def run_state(folder):
 
 
 def _parser():
-    p = argparse.ArgumentParser(prog="python -m export.repro", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="python -m export.repro", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, required=True, help="how many runs (seeds 0..N-1)")
     p.add_argument("--out", required=True, metavar="DIR", help="holds run-0, run-1, ... and the report")
     p.add_argument("--target", type=float, default=0.94, help="accuracy to reach (default 0.94)")
@@ -63,13 +58,7 @@ def _parser():
 
 
 def parse(argv):
-    class Parser(argparse.ArgumentParser):
-        def error(self, message):
-            raise UsageError(message)
-
-    p = _parser()
-    p.__class__ = Parser
-    args, train_flags = p.parse_known_args(argv)
+    args, train_flags = _parser().parse_known_args(argv)
     if args.runs < 1:
         raise UsageError(f"--runs {args.runs}: expected a positive integer")
     if not 0 < args.target <= 1:
@@ -77,7 +66,10 @@ def parse(argv):
     for flag in ("--seed", "--resume"):
         if any(f == flag or f.startswith(flag + "=") for f in train_flags):
             raise UsageError(f"{flag}: repro sets it for each run (seeds 0..N-1, resumes by itself)")
-    parse_args(train_flags)  # the training flags fail here, in one line, before any run
+    config = parse_args(train_flags)  # the training flags fail here, in one line, before any run
+    path = data_path(config.data)
+    if path and not os.path.exists(path):
+        raise UsageError(f"--data {config.data}: no such file or folder")
     return args, train_flags
 
 
@@ -122,7 +114,7 @@ def run_one(folder, seed, train_flags, log):
     else:
         code = _python_m("export.onnx", "--run", folder)
     if code != 0:
-        raise RunStopped(f"{folder} stopped (exit {code}); run the same command again to go on "
+        raise Stopped(f"{folder} stopped (exit {code}); run the same command again to go on "
                          "from there", code)
 
 

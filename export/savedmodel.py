@@ -19,6 +19,7 @@ import os
 import sys
 
 from legacy_eager.atomic import staged_path
+from legacy_eager.cli import Parser
 from legacy_eager.errors import UsageError, UserFacingError, run_cli
 from legacy_eager.run_folder import read_run_info
 
@@ -129,15 +130,17 @@ def export_savedmodel(run_dir):
 
 def run_dir_cli(prog, doc, action, argv, flags=()):
     """`prog --run DIR [FLAGS]`: action(DIR, **flags) with one-line errors."""
-    p = argparse.ArgumentParser(prog=prog, description=doc,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, metavar="DIR", help="run folder from legacy_eager.train")
-    for name, kwargs in flags:
-        p.add_argument(name, **kwargs)
-    args = vars(p.parse_args(argv))
-    run_dir = args.pop("run")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return run_cli(lambda: action(run_dir, **args))
+    def body():
+        p = Parser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--run", required=True, metavar="DIR",
+                       help="run folder from legacy_eager.train")
+        for name, kwargs in flags:
+            p.add_argument(name, **kwargs)
+        args = vars(p.parse_args(argv))
+        run_dir = args.pop("run")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        action(run_dir, **args)
+    return run_cli(body)
 
 
 def main(argv=None):

@@ -1,5 +1,9 @@
-"""Errors that reach the user as one line and an exit code, never as a traceback."""
+"""Errors that reach the user as one line and an exit code, never as a traceback, and the
+one wrapper every command line runs its body in."""
+import os
 import sys
+
+TRACEBACK_VARIABLE = "DAVIDNET_TRACEBACK"  # set to 1: an unexpected error shows its traceback
 
 
 class UserFacingError(Exception):
@@ -14,14 +18,32 @@ class UsageError(UserFacingError):
     exit_code = 2
 
 
+class Stopped(UserFacingError):
+    """The work stopped before its end, having kept what it had: a signal (exit 128 +
+    signal number, a checkpoint saved) or a child run that stopped (its exit code)."""
+
+    def __init__(self, message, exit_code):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def run_cli(action, *args):
-    """Run a command's body; turn user-facing errors into one stderr line and an exit code."""
+    """Run a command's body (parsing included); its int result is the exit code (None: 0).
+    User-facing errors become one stderr line and their exit code; Ctrl-C 130; anything
+    unexpected one line and exit 1 (its traceback with DAVIDNET_TRACEBACK=1)."""
     try:
-        action(*args)
+        result = action(*args)
     except UserFacingError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    except Exception as e:
+        if os.environ.get(TRACEBACK_VARIABLE):
+            raise
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"error: unexpected {type(e).__name__}{': ' + detail if detail else ''} "
+              f"(set {TRACEBACK_VARIABLE}=1 for the traceback)", file=sys.stderr)
+        return 1
+    return result if isinstance(result, int) else 0

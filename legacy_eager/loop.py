@@ -9,18 +9,10 @@ import signal
 import time
 
 from legacy_eager import checkpoints, report
-from legacy_eager.errors import UserFacingError
+from legacy_eager.errors import Stopped
 from legacy_eager.pipeline import epoch_batches
 from legacy_eager.schedule import lr_schedule
 from legacy_eager.trainer import Diverged
-
-
-class Interrupted(UserFacingError):
-    """SIGINT (exit 130) or SIGTERM (exit 143) arrived; a checkpoint was saved first."""
-
-    def __init__(self, message, signum):
-        super().__init__(message)
-        self.exit_code = 128 + signum
 
 
 def signal_name(signum):
@@ -100,10 +92,11 @@ def fit(trainer, train_set, test_set, len_train, len_test, out_dir, log=print, s
                          correct_sum=correct_sum, train_time=train_time,
                          elapsed=elapsed_before + time.time() - t_start)
             saver.save(epoch + 1)
-            raise Interrupted(
+            raise Stopped(
                 f"stopped by {signal_name(stop())} in epoch {epoch + 1} after batch "
                 f"{start + ran} of {trainer.steps_per_epoch} (global step "
-                f"{int(trainer.global_step.numpy())}); checkpoint saved; {resume_hint}", stop())
+                f"{int(trainer.global_step.numpy())}); checkpoint saved; {resume_hint}",
+                128 + stop())
         saver.check_finite(epoch + 1)  # before spending time on evaluation
         t_eval = time.time()
         test_sums = trainer.evaluate(test_set)
@@ -122,6 +115,6 @@ def fit(trainer, train_set, test_set, len_train, len_test, out_dir, log=print, s
         for observer in observers:
             observer.epoch_done(record, step_losses, epoch * trainer.steps_per_epoch + start)
         if stop is not None and stop() is not None:  # the signal came during evaluation
-            raise Interrupted(f"stopped by {signal_name(stop())} after epoch {epoch + 1}; "
-                              f"checkpoint saved; {resume_hint}", stop())
+            raise Stopped(f"stopped by {signal_name(stop())} after epoch {epoch + 1}; "
+                          f"checkpoint saved; {resume_hint}", 128 + stop())
     return record

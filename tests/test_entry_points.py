@@ -1,0 +1,76 @@
+"""Every command line follows one convention (legacy_eager/cli.py): a flag it does not know
+or a file that is not there gives one line on stderr, `error: ...` naming it, and exit 2;
+no usage dump, no traceback. Each runs as users run it, `python -m ...`."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MISSING = "/nonexistent/davidnet-input"
+
+# entry point -> the arguments it needs besides the one under test
+ENTRY_POINTS = {
+    "legacy_eager.train": [],
+    "export.pipeline": [],
+    "export.repro": ["--runs", "1", "--out", "{tmp}/repro"],
+    "export.savedmodel": ["--run", "{tmp}"],
+    "export.onnx": ["--run", "{tmp}"],
+    "export.predict": ["{tmp}/m.onnx", "{tmp}/x.png"],
+    "export.serve": ["{tmp}/m.onnx"],
+    "export.publish": ["{tmp}/run", "{tmp}/models"],
+    "export.model_repository": ["{tmp}/run", "{tmp}/repo"],
+    "bench": [],
+    "bench serve": [],
+}
+# entry point -> the arguments that name a file that is not there
+MISSING_FILE = {
+    "legacy_eager.train": ["--data", MISSING],
+    "export.pipeline": ["--data", MISSING],
+    "export.repro": ["--runs", "1", "--out", "{tmp}/repro", "--data", MISSING],
+    "export.savedmodel": ["--run", MISSING],
+    "export.onnx": ["--run", MISSING],
+    "export.predict": [MISSING, "{tmp}/x.png"],
+    "export.serve": [MISSING],
+    "export.publish": [MISSING, "{tmp}/models"],
+    "export.model_repository": [MISSING, "{tmp}/repo"],
+}
+
+
+def _run(entry, argv, tmp_path):
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    module = entry.split()
+    done = subprocess.run([sys.executable, "-m", *module, *argv], cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3"),
+                          capture_output=True, text=True, timeout=120)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    return done.returncode, lines
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
+def test_an_unknown_flag_is_one_line_and_exit_2(entry, tmp_path):
+    code, lines = _run(entry, ENTRY_POINTS[entry] + ["--bogus-flag"], tmp_path)
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and "--bogus-flag" in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("entry", sorted(MISSING_FILE))
+def test_a_missing_file_is_one_line_naming_it_and_exit_2(entry, tmp_path):
+    code, lines = _run(entry, MISSING_FILE[entry], tmp_path)
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and MISSING in lines[0], lines[0]
+
+
+def test_an_unexpected_error_is_one_line_unless_the_traceback_is_asked_for(capsys, monkeypatch):
+    from legacy_eager.errors import TRACEBACK_VARIABLE, run_cli
+
+    def broken():
+        raise KeyError("width")
+    monkeypatch.delenv(TRACEBACK_VARIABLE, raising=False)
+    assert run_cli(broken) == 1
+    assert capsys.readouterr().err == ("error: unexpected KeyError: 'width' "
+                                       f"(set {TRACEBACK_VARIABLE}=1 for the traceback)\n")
+    monkeypatch.setenv(TRACEBACK_VARIABLE, "1")
+    with pytest.raises(KeyError):
+        run_cli(broken)
