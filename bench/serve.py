@@ -172,7 +172,7 @@ def drive(port, body, images_per_request, clients, requests):
 def bench_serve(quick=False, folder=None):
     from bench.exports import make_export, synthetic
     from export.predict import OnnxClassifier
-    from export.publish import publish
+    from export.serving.publishing import publish
 
     with tempfile.TemporaryDirectory() as scratch:
         folder = folder or scratch

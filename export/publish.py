@@ -8,13 +8,11 @@ into a hidden scratch folder inside BASE_DIR, and only then renamed to BASE_DIR/
 highest version there plus one, or --version N): a server polling BASE_DIR never sees a
 half-written version. An existing version is never replaced.
 """
-import os
-import shutil
 import sys
 
-from legacy_eager.atomic import staged_path
+from export.serving.publishing import publish
 from legacy_eager.cli import Parser, positive
-from legacy_eager.errors import UsageError, run_cli
+from legacy_eager.errors import run_cli
 
 
 def parser():
@@ -25,34 +23,6 @@ def parser():
     p.add_argument("--version", type=positive(int, "integer"), default=None,
                    help="the version number (default: the highest in BASE_DIR plus one)")
     return p
-
-
-def next_version(base):
-    numbers = [int(n) for n in os.listdir(base) if n.isdigit()]
-    return max(numbers, default=0) + 1
-
-
-def publish(model, base, version=None, log=print):
-    """Copy `model` into base/N atomically; returns N."""
-    from export.serving import models
-
-    path = models.model_path(model)
-    try:
-        models.load_file(path, threads=1)
-    except models.Refused as e:
-        raise UsageError(f"{model}: a server would refuse it: {e}") from None
-    if os.path.exists(base) and not os.path.isdir(base):
-        raise UsageError(f"{base}: exists and is not a folder")
-    os.makedirs(base, exist_ok=True)
-    version = version or next_version(base)
-    target = os.path.join(base, str(version))
-    if os.path.exists(target):
-        raise UsageError(f"--version {version}: {target} exists; a published version is never "
-                         "replaced")
-    with staged_path(target, is_dir=True) as staged:
-        shutil.copyfile(path, models.model_file(staged))
-    log(f"published {path} as version {version}: {target}")
-    return version
 
 
 def main(argv=None):

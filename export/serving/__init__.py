@@ -7,5 +7,8 @@ per module:
     versions.py  the model base path: numbered versions, policy, labels, polling, states
     metrics.py   Prometheus metrics (prometheus-client)
     app.py       the Starlette app: TensorFlow Serving's REST routes, limits, errors
+    v2.py        the Open Inference Protocol (KServe, Triton) routes, binary tensors
+    grpc_api.py  TensorFlow Serving's gRPC API (messages from protos/)
     lifecycle.py uvicorn with a drain on SIGTERM: not ready, then 503 + close, then exit
+    publishing.py  a model into a base path as its next version, atomically
 """
