@@ -5,6 +5,7 @@ GetModelMetadata, GetModelStatus, status codes for what is wrong, the shared met
 drain on SIGTERM. The server process loads no TensorFlow. This test process imports
 tensorflow_serving.apis, so it never imports export/serving/protos."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -200,16 +201,18 @@ def test_the_generated_modules_match_their_protos(tmp_path):
     """The committed *_pb2*.py are what grpcio-tools makes of the committed .proto files."""
     pytest.importorskip("grpc_tools")
     protos = os.path.join("export", "serving", "protos")
-    shutil_copy = __import__("shutil").copytree
-    shutil_copy(os.path.join(ROOT, protos), tmp_path / protos,
+    shutil.copytree(os.path.join(ROOT, protos), tmp_path / protos,
                 ignore=lambda d, names: [n for n in names if not n.endswith(".proto")])
     files = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / protos).glob("*.proto"))
-    done = subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", ".", "--python_out=.",
-                           "--pyi_out=.", "--grpc_python_out=.", *files], cwd=tmp_path,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    for outputs, sources in ((["--python_out=.", "--pyi_out=."], files),
+                             (["--grpc_python_out=."], [os.path.join(protos, "tf_serving.proto")])):
+        done = subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", ".", *outputs,
+                               *sources], cwd=tmp_path, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
     generated = sorted(p.name for p in (tmp_path / protos).iterdir() if p.suffix in (".py", ".pyi"))
-    assert generated
+    committed = sorted(n for n in os.listdir(os.path.join(ROOT, protos))
+                       if n.endswith((".py", ".pyi")) and n != "__init__.py")
+    assert generated == committed
     for name in generated:
         with open(os.path.join(ROOT, protos, name)) as committed:
             assert (tmp_path / protos / name).read_text() == committed.read(), name
