@@ -15,9 +15,8 @@ from legacy_eager.run import run
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("pipeline", ["fast"])
-def test_interrupted_and_resumed_runs_equal_uninterrupted_ones(tmp_path, pipeline):
-    done = subprocess.run([sys.executable, "-m", "tests.resume_run", str(tmp_path), pipeline],
+def test_interrupted_and_resumed_runs_equal_uninterrupted_ones(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "tests.resume_run", str(tmp_path), "fast"],
                           cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
