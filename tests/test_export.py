@@ -170,8 +170,14 @@ def test_interrupted_export_keeps_the_old_savedmodel(exported, monkeypatch):
 
 
 def test_reexport_replaces_cleanly(exported):
+    """A second export replaces the first folder whole: a file planted in the old one is
+    gone, the new one is complete, and no scratch folder is left."""
     run_dir, _ = exported
+    planted = os.path.join(run_dir, "saved_model", "planted-by-the-test")
+    with open(planted, "w") as f:
+        f.write("from the previous export")
     savedmodel.export_savedmodel(run_dir)
+    assert not os.path.exists(planted)
     assert os.path.isfile(os.path.join(run_dir, "saved_model", "saved_model.pb"))
     assert _scratch(run_dir) == []
 
