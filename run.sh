@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ./run.sh [FLAGS]   train DavidNet, export SavedModel + ONNX, check them (flags: ./run.sh --help)
-# ./run.sh test [PYTEST ARGS]   run the test suite
+# ./run.sh test [--fast] [PYTEST ARGS]   run the test suite (--fast: leave out the slow tests)
 # ./run.sh bench [--quick]      run the benchmarks
 # ./run.sh repro --runs N --out DIR [--target 0.94] [FLAGS]   N seeds, their statistics
 # ./run.sh serve RUN_DIR|MODEL.onnx [FLAGS]   TensorFlow Serving's REST API on ONNX Runtime
@@ -91,7 +91,10 @@ fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 case "${1:-}" in
-  test) shift; cd "$ROOT"; exec "$PY" -m pytest tests "$@" ;;
+  test) shift; cd "$ROOT"
+    # --fast: every test but those marked slow (training, servers, installs)
+    if [[ "${1:-}" == "--fast" ]]; then shift; set -- -m "not slow" "$@"; fi
+    exec "$PY" -m pytest tests "$@" ;;
   bench) shift; exec "$PY" -m bench "$@" ;;
   repro) shift; exec "$PY" -m export.repro "$@" ;;
   serve) shift; exec "$PY" -m export.serve "$@" ;;

@@ -22,8 +22,9 @@ class Server:
     def __init__(self, *argv, ready="/v1/models/davidnet"):
         self.port, self.grpc_port = free_port(), free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "export.serve", *argv, "--port", str(self.port),
-             "--grpc-port", str(self.grpc_port)],
+            # no drain unless a test asks for one (a later --drain-seconds wins)
+            [sys.executable, "-m", "export.serve", "--drain-seconds", "0", *argv,
+             "--port", str(self.port), "--grpc-port", str(self.grpc_port)],
             cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 60

@@ -20,7 +20,7 @@ def _one_line_error(capsys, argv):
     return err.strip()
 
 
-@pytest.mark.parametrize("pipeline", ["fast", "seed"])
+@pytest.mark.parametrize("pipeline", ["fast", pytest.param("seed", marks=pytest.mark.slow)])
 def test_run_writes_metrics_summary_config_and_checkpoints(tree, tmp_path, capsys, pipeline):
     out = str(tmp_path / "run")
     assert train.main(["--data", tree, "--out", out, "--train-subset", "40",
@@ -84,6 +84,7 @@ def test_dropout_outside_its_range_names_the_range(capsys):
         "error: argument --dropout: expected a number in [0, 1), got 1.5")
 
 
+@pytest.mark.slow
 def test_dropout_is_recorded_and_an_older_config_reads_as_the_seeds(tree, tmp_path, capsys):
     """--dropout 0 reaches the run's model and config.json; a config.json written before the
     flag existed (no "dropout" key) resumes with the seed's 0.05."""

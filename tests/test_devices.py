@@ -107,6 +107,7 @@ def _train(tree, out, env, *flags):
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_training_names_its_devices_and_stops_on_an_unseen_gpu(tree, tmp_path):
     """On this machine TensorFlow has no GPU: with a fake nvidia-smi listing one, the run
     stops before writing anything; with --allow-cpu it trains and says it uses the CPU."""
@@ -124,6 +125,7 @@ def test_training_names_its_devices_and_stops_on_an_unseen_gpu(tree, tmp_path):
     assert config["devices"]["used"] == f"CPU ({os.cpu_count()} cores)" and config["devices"]["gpus"] == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["function", "xla"])
 def test_compiled_step_reads_no_variable_on_another_device(mode):
     """Built under /CPU:1 of two logical devices (standing in for a GPU beside the host):

@@ -8,6 +8,8 @@ import pytest
 
 from legacy_eager import train
 
+pytestmark = pytest.mark.slow  # trains or starts servers; ./run.sh test --fast leaves it out
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -43,6 +43,7 @@ def _scratch(folder):
     return [n for n in os.listdir(folder) if ".tmp-" in n or ".old-" in n]
 
 
+@pytest.mark.slow
 def test_onnx_parity_and_interface(exported):
     import onnx
 
@@ -63,6 +64,7 @@ def test_onnx_parity_and_interface(exported):
     assert _scratch(run_dir) == []
 
 
+@pytest.mark.slow
 def test_onnx_matches_the_trained_network_at_any_batch_size(exported):
     import tensorflow as tf
 
@@ -80,6 +82,7 @@ def test_onnx_matches_the_trained_network_at_any_batch_size(exported):
         np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_savedmodel_serves_in_a_bare_process(exported, tmp_path):
     run_dir, _ = exported
     images = synthetic.make_arrays(5, seed=4)[0]
@@ -110,6 +113,7 @@ def test_savedmodel_serves_in_a_bare_process(exported, tmp_path):
     assert not os.path.exists(os.path.join(run_dir, "saved_model", "variables", "optimizer"))
 
 
+@pytest.mark.slow
 def test_tta_signature_averages_the_mirror_images_logits(exported):
     """serving_tta = mean of serving_default on the images and on their mirror images;
     ONNX Runtime's two-pass TTA (export.predict) gives the same; parity.json checked both."""
@@ -131,6 +135,7 @@ def test_tta_signature_averages_the_mirror_images_logits(exported):
     assert result["tta"]["onnx_accuracy"] == float(np.mean(np.argmax(onnx_logits, 1) == labels))
 
 
+@pytest.mark.slow
 def test_savedmodel_holds_no_optimizer_state_and_no_device_pinning(exported):
     import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
@@ -153,6 +158,7 @@ def test_savedmodel_holds_no_optimizer_state_and_no_device_pinning(exported):
                              for n in names)
 
 
+@pytest.mark.slow
 def test_interrupted_export_keeps_the_old_savedmodel(exported, monkeypatch):
     import tensorflow as tf
 
@@ -169,6 +175,7 @@ def test_interrupted_export_keeps_the_old_savedmodel(exported, monkeypatch):
     assert open(pb, "rb").read() == before and _scratch(run_dir) == []
 
 
+@pytest.mark.slow
 def test_reexport_replaces_cleanly(exported):
     """A second export replaces the first folder whole: a file planted in the old one is
     gone, the new one is complete, and no scratch folder is left."""
@@ -182,6 +189,7 @@ def test_reexport_replaces_cleanly(exported):
     assert _scratch(run_dir) == []
 
 
+@pytest.mark.slow
 def test_failed_parity_keeps_the_earlier_onnx_model(exported, monkeypatch):
     run_dir, _ = exported
     model_path = os.path.join(run_dir, "model.onnx")
@@ -230,6 +238,7 @@ def _infinite_gamma(trainer):
     (lambda t: t.progress.set(epoch=1, batch=2), "the run stopped in epoch 2 of 2, after batch 2"),
     (lambda t: t.progress.set(epoch=1, batch=0), "the run stopped after epoch 1 of 2"),
 ])
+@pytest.mark.slow
 def test_export_refuses_a_diverged_or_unfinished_run(exported, tmp_path, capsys, change, expected):
     copy = _rewritten_copy(exported[0], tmp_path, change)
     for main in (savedmodel.main, onnx_export.main):
@@ -260,6 +269,7 @@ def mixed_folder(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_predict_folder_with_a_corrupt_file(exported, mixed_folder, capsys):
     run_dir, _ = exported
     code = predict.main([os.path.join(run_dir, "model.onnx"), str(mixed_folder), "--top-k", "2"])
@@ -275,6 +285,7 @@ def test_predict_folder_with_a_corrupt_file(exported, mixed_folder, capsys):
         assert c1 in CLASSES and c2 in CLASSES and float(p1) >= float(p2)
 
 
+@pytest.mark.slow
 def test_predict_json_matches_the_model(exported, mixed_folder, capsys):
     run_dir, _ = exported
     model = os.path.join(run_dir, "model.onnx")
@@ -295,6 +306,7 @@ def test_conversions_to_rgb_32x32():
     assert predict.to_model_input(Image.new("RGB", (100, 7), (9, 8, 7))).shape == (32, 32, 3)
 
 
+@pytest.mark.slow
 def test_evaluate_on_a_labelled_tree_and_its_archive(exported, data_tree, tmp_path, capsys):
     run_dir, result = exported
     model = os.path.join(run_dir, "model.onnx")
@@ -310,6 +322,7 @@ def test_evaluate_on_a_labelled_tree_and_its_archive(exported, data_tree, tmp_pa
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["images"] == 64
 
 
+@pytest.mark.slow
 def test_evaluate_with_tta_prints_the_confusion_matrix_and_plots_it(exported, data_tree, tmp_path,
                                                                    capsys):
     run_dir, result = exported
@@ -329,6 +342,7 @@ def test_evaluate_with_tta_prints_the_confusion_matrix_and_plots_it(exported, da
     assert predict.main([model, data_tree, "--plot", str(plot)]) == 2  # --plot needs --evaluate
 
 
+@pytest.mark.slow
 def test_predict_never_imports_tensorflow(exported, mixed_folder):
     run_dir, _ = exported
     script = textwrap.dedent(f"""
@@ -344,6 +358,7 @@ def test_predict_never_imports_tensorflow(exported, mixed_folder):
     assert result == {"code": 1, "heavy": []}
 
 
+@pytest.mark.slow
 def test_run_sh_main_job_trains_exports_and_evaluates(data_tree, tmp_path):
     from export import pipeline
 
@@ -360,6 +375,7 @@ def test_run_sh_main_job_trains_exports_and_evaluates(data_tree, tmp_path):
                          f"{tta:.4f}), training's final val_acc {acc:.4f} (flip TTA {tta:.4f})")
 
 
+@pytest.mark.slow
 def test_int8_model_is_kept_only_within_the_accuracy_bounds(exported, monkeypatch):
     run_dir, _ = exported
     (train_x, _), (test_x, test_y) = onnx_export.run_images(savedmodel.read_run(run_dir)[0])

@@ -1,4 +1,5 @@
 """MultiWorkerMirroredStrategy: two worker processes on 127.0.0.1 train one model."""
+import pytest
 import json
 import os
 import re
@@ -7,6 +8,8 @@ import subprocess
 import sys
 
 from tests import synthetic
+
+pytestmark = pytest.mark.slow  # trains or starts servers; ./run.sh test --fast leaves it out
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

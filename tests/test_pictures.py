@@ -31,6 +31,7 @@ def _events(out):
     return scalars
 
 
+@pytest.mark.slow
 def test_tensorboard_has_every_step_and_every_epoch(run):
     out, _ = run
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -49,6 +50,7 @@ def test_tensorboard_has_every_step_and_every_epoch(run):
         assert scalars[f"epoch/{key}"] == [(r["epoch"], pytest.approx(r[key], rel=1e-5)) for r in records]
 
 
+@pytest.mark.slow
 def test_metrics_console_and_summary_carry_flip_tta(run):
     out, lines = run
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -63,6 +65,7 @@ def test_metrics_console_and_summary_carry_flip_tta(run):
     assert f"(flip TTA {records[-1]['val_acc_tta']:.4f})" in lines[-1]
 
 
+@pytest.mark.slow
 def test_curves_png_is_drawn_from_the_run(run):
     out, _ = run
     with Image.open(out / "curves.png") as img:

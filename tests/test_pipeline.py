@@ -1,4 +1,5 @@
 """The seed's input pipeline: crops and flips, batching, reshuffling, test normalization."""
+import pytest
 import numpy as np
 import tensorflow as tf
 
@@ -97,6 +98,7 @@ def _assert_uniform_independent(draws):
         assert abs(np.corrcoef(a, b)[0, 1]) < 0.08
 
 
+@pytest.mark.slow
 def test_fast_and_seed_augmentation_draw_the_same_distribution():
     n = 1500
     padded = _padded_reference()
@@ -112,6 +114,7 @@ def test_reflect_table_matches_np_pad():
     np.testing.assert_array_equal(pipeline.REFLECT_40, padded)
 
 
+@pytest.mark.slow
 def test_fast_batches_cover_the_data_and_reshuffle():
     x, y = synthetic.make_arrays(40)
     mean, std = pipeline.channel_stats(x)

@@ -20,6 +20,7 @@ def _repro(*argv):
                           timeout=600)
 
 
+@pytest.mark.slow
 def test_two_runs_report_their_distribution_and_a_rerun_only_finishes_what_is_missing(tree, tmp_path):
     out = tmp_path / "r"
     flags = ["--runs", "2", "--target", "0.15", "--data", tree, "--width", "4", "--batch-size", "16",
@@ -66,6 +67,7 @@ def test_two_runs_report_their_distribution_and_a_rerun_only_finishes_what_is_mi
     assert json.load(open(out / "repro.json"))["runs"][1]["val_acc"] == pytest.approx(accs[1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
 def test_a_signal_to_repro_lets_the_run_save_its_checkpoint(tree, tmp_path, signame):
     """SIGINT or SIGTERM to repro alone (as `kill`; Ctrl-C reaches both): the run in progress

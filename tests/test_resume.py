@@ -15,6 +15,7 @@ from legacy_eager.run import run
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_interrupted_and_resumed_runs_equal_uninterrupted_ones(tmp_path):
     done = subprocess.run([sys.executable, "-m", "tests.resume_run", str(tmp_path), "fast"],
                           cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
@@ -32,6 +33,7 @@ def test_interrupted_and_resumed_runs_equal_uninterrupted_ones(tmp_path):
     assert "is damaged" in done.stderr and "trying the one before" in done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
 def test_half_precision_runs_resume_exactly(tmp_path, precision):
     """Stopped by SIGINT in epoch 2 and resumed: the same metrics and tensors as the run
@@ -51,6 +53,7 @@ def test_half_precision_runs_resume_exactly(tmp_path, precision):
                 "loss_scale/good_steps/.ATTRIBUTES/VARIABLE_VALUE"} <= set(r["keys"])
 
 
+@pytest.mark.slow
 def test_seed_pipeline_resumes_as_the_readme_says(tree, tmp_path):
     """The seed's tf.data chain cannot replay an order: the resumed epoch runs only its
     remaining batches, drawn from a fresh shuffle, so the run still has every epoch once
@@ -79,6 +82,7 @@ def test_seed_pipeline_resumes_as_the_readme_says(tree, tmp_path):
     assert records[-1]["global_step"] == 3 * 3  # 48 images, batches of 16
 
 
+@pytest.mark.slow
 def test_half_written_metrics_line_is_dropped_on_resume(tree, tmp_path, monkeypatch):
     """A crash while epoch 2's line is being written (before its checkpoint): --resume
     drops the half line, recomputes epoch 2 and finishes with one line per epoch."""
@@ -103,6 +107,7 @@ def test_half_written_metrics_line_is_dropped_on_resume(tree, tmp_path, monkeypa
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_float16_loss_scale_state_is_checkpointed(tmp_path):
     import dataclasses
 
@@ -120,6 +125,7 @@ def test_float16_loss_scale_state_is_checkpointed(tmp_path):
     assert int(fresh.loss_scale.good_steps.numpy()) == 1234
 
 
+@pytest.mark.slow
 def test_absurd_learning_rate_stops_with_exit_3(tree, tmp_path, capsys):
     out = tmp_path / "nan"
     code = train.main(["--data", tree, "--out", str(out), "--width", "4", "--batch-size", "16",
@@ -166,6 +172,7 @@ def _infinite_moving_variance(trainer):
     (3, _overflow_weight, "variable model/linear/kernel is not finite in epoch 3"),
     (2, _infinite_moving_variance, "variable model/blk2/conv_bn/bn/moving_variance is not finite in epoch 2"),
 ])
+@pytest.mark.slow
 def test_diverged_state_stops_before_saving(tree, tmp_path, capsys, monkeypatch, epoch, poison,
                                             named):
     """Finite losses but overflowing weights after an epoch's last step (first or final
@@ -193,6 +200,7 @@ def test_diverged_state_stops_before_saving(tree, tmp_path, capsys, monkeypatch,
     assert (out / "tensorboard").exists() == (epoch > 1)  # only finished epochs are logged
 
 
+@pytest.mark.slow
 def test_variables_are_checked_once_per_epoch(tree, tmp_path, monkeypatch):
     """The pass over every checkpointed variable runs once per trained epoch: evaluation,
     writing the line and saving change no variable, so they do not repeat it."""

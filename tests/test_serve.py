@@ -42,6 +42,7 @@ def server(model):
     s.stop()
 
 
+@pytest.mark.slow
 def test_status_and_metadata_as_tensorflow_serving_gives_them(server):
     status, body = server.request("GET", "/v1/models/davidnet")
     assert status == 200
@@ -58,6 +59,7 @@ def test_status_and_metadata_as_tensorflow_serving_gives_them(server):
     assert meta["class_names"][3] == "cat" and meta["model_spec"]["name"] == "davidnet"
 
 
+@pytest.mark.slow
 def test_predictions_equal_export_predicts(model, server):
     run_dir, images = model
     direct_logits, direct_probs = OnnxClassifier(os.path.join(run_dir, "model.onnx")).run(images)
@@ -77,6 +79,7 @@ def test_predictions_equal_export_predicts(model, server):
     np.testing.assert_allclose(b64["predictions"][0]["probabilities"], direct_probs[0], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_tta_by_query_or_body_averages_with_the_mirror(model, server):
     run_dir, images = model
     tta_logits, tta_probs = OnnxClassifier(os.path.join(run_dir, "model.onnx")).run(images[:4], tta=True)
@@ -93,6 +96,7 @@ def _tiny_png():
     return base64.b64encode(buf.getvalue()).decode()
 
 
+@pytest.mark.slow
 def test_bad_requests_get_their_error_and_the_server_goes_on(model, server):
     good = {"instances": model[1][:1].tolist()}
     row = [[0, 0, 0]] * 32
@@ -120,6 +124,7 @@ def test_bad_requests_get_their_error_and_the_server_goes_on(model, server):
     assert status == 404 and json.loads(body) == {"error": "Servable not found for request: Latest(resnet)"}
 
 
+@pytest.mark.slow
 def test_concurrent_requests_of_mixed_sizes_get_their_own_rows(model, server):
     run_dir, images = model
     classifier = OnnxClassifier(os.path.join(run_dir, "model.onnx"))
@@ -167,6 +172,7 @@ def test_requests_in_one_window_run_as_one_batch():
     assert alone[0].shape == (1, 10)
 
 
+@pytest.mark.slow
 def test_server_never_loads_tensorflow(model, server):
     with open(f"/proc/{server.proc.pid}/maps") as f:
         libraries = f.read()
@@ -198,6 +204,7 @@ def _browser():
     return (chromium, driver), None
 
 
+@pytest.mark.slow
 def test_demo_page_classifies_a_chosen_image_in_a_real_browser(model, server, tmp_path):
     found, reason = _browser()
     if found is None:

@@ -12,6 +12,8 @@ import pytest
 from tests import onnx_models
 from tests.serving import Server
 
+pytestmark = pytest.mark.slow  # trains or starts servers; ./run.sh test --fast leaves it out
+
 PAYLOAD = json.dumps({"instances": [[[[10, 20, 30]] * 32] * 32] * 2})
 
 

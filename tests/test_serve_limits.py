@@ -56,6 +56,7 @@ def _in_flight(server, endpoint):
     return 0
 
 
+@pytest.mark.slow
 def test_a_one_image_request_overtakes_a_big_one_being_decoded(server):
     """Ordering, not timing: a request of twelve 4000x4000 images is in progress (the server
     says so on its metrics endpoint, which it could not answer if decoding blocked the event
@@ -86,6 +87,7 @@ def test_an_image_over_the_pixel_cap_is_refused_from_its_header(server):
     assert status == 400 and "undecodable image" in answer["error"]
 
 
+@pytest.mark.slow
 def test_a_lower_pixel_cap_from_the_flag(tmp_path):
     model = onnx_models.save(tmp_path / "m.onnx")
     with Server(model, "--quiet", "--max-image-pixels", "1000") as s:
@@ -102,6 +104,7 @@ def _expect_413(answer):
                                                   "16777216 (--max-body-mb)")
 
 
+@pytest.mark.slow
 def test_an_oversized_body_gets_its_413_in_urllib(server):
     request = urllib.request.Request(f"http://127.0.0.1:{server.port}/v1/models/davidnet:predict",
                                      data=BIG, headers={"Content-Type": "application/json"})
@@ -112,6 +115,7 @@ def test_an_oversized_body_gets_its_413_in_urllib(server):
         _expect_413(e.value.read())
 
 
+@pytest.mark.slow
 def test_an_oversized_body_gets_its_413_in_http_client(server):
     for _ in range(3):
         status, answer = server.request("POST", "/v1/models/davidnet:predict", BIG)
@@ -119,6 +123,7 @@ def test_an_oversized_body_gets_its_413_in_http_client(server):
         _expect_413(answer)
 
 
+@pytest.mark.slow
 def test_an_oversized_body_gets_its_413_in_curl(server, tmp_path):
     if not shutil.which("curl"):
         pytest.skip("no curl on this machine")

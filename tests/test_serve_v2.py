@@ -1,6 +1,8 @@
 """The Open Inference Protocol (v2), proven with Triton's own HTTP client (tritonclient):
 health, metadata, infer with binary tensors (its default) and with JSON, versions, errors;
-and the Triton / KServe model repository export, checked against Triton's ModelConfig."""
+the Triton / KServe model repository export, checked against Triton's ModelConfig; and a
+quick gRPC round trip beside them (the full gRPC tests, with TensorFlow Serving's own
+client, are in test_serve_grpc)."""
 import numpy as np
 import pytest
 
@@ -85,6 +87,7 @@ def test_errors_name_what_is_wrong(client, name, version, shape, datatype, messa
 # ---------------------------------------------------------------- the model repository
 
 
+@pytest.mark.slow
 def test_model_repository_parses_as_tritons_model_config_and_is_served(tmp_path, capsys):
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
@@ -109,3 +112,22 @@ def test_model_repository_parses_as_tritons_model_config_and_is_served(tmp_path,
     with Server("--model-base-path", str(folder), "--quiet") as server:
         status, answer = server.predict({"instances": [IMAGES[0].tolist()]})
         assert status == 200 and answer["predictions"][0]["class"] == "deer"
+
+
+def test_grpc_answers_beside_rest(server):
+    """The project's own gRPC client (bench/grpc_clients.py, in a process of its own: this
+    one may have loaded TensorFlow, whose messages share the protos' names) gets answers."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.serving import ROOT
+
+    done = subprocess.run([sys.executable, "-m", "bench.grpc_clients", "--port", str(server.grpc_port),
+                           "--clients", "2", "--requests", "6"], cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["errors"] == [] and result["requests"] == 6 and result["images_per_s"] > 0

@@ -41,6 +41,7 @@ def _sample(samples, name, **labels):
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+@pytest.mark.slow
 def test_new_versions_roll_in_under_load_with_no_failed_request(tmp_path):
     """8 clients send all the time while versions 2 and 3 are published and a broken
     version 4 (another input shape) appears: every request is answered 200, the answers
@@ -93,6 +94,7 @@ def test_new_versions_roll_in_under_load_with_no_failed_request(tmp_path):
     assert "refused" in err and "version 4" in err
 
 
+@pytest.mark.slow
 def test_status_document_and_metrics_tell_the_story(tmp_path):
     base = tmp_path / "models"
     base.mkdir()
@@ -119,6 +121,7 @@ def test_status_document_and_metrics_tell_the_story(tmp_path):
         assert _sample(m, "davidnet_model_version_state", version="1", state="AVAILABLE") == 0
 
 
+@pytest.mark.slow
 def test_metric_counters_move_by_exactly_the_requests_sent(tmp_path):
     model = onnx_models.save(tmp_path / "m.onnx", favourite=6)
     with Server(model, "--quiet") as server:
@@ -144,6 +147,7 @@ def test_metric_counters_move_by_exactly_the_requests_sent(tmp_path):
     assert moved("davidnet_queue_wait_seconds_count") == 5
 
 
+@pytest.mark.slow
 def test_policies_and_labels(tmp_path):
     base = tmp_path / "models"
     base.mkdir()
@@ -169,6 +173,7 @@ def test_policies_and_labels(tmp_path):
         assert _class(s.predict({"instances": [PIXELS]})[1]) == "bird"
 
 
+@pytest.mark.slow
 def test_a_version_refused_while_half_copied_is_served_once_whole(tmp_path):
     """A version folder copied in slowly (not renamed into place) may be seen half written:
     it is refused, then tried again when its folder changes, and served once whole."""

@@ -32,6 +32,7 @@ def _trainer(config, len_train, weights=None):
     return Trainer(config, len_train, model=model)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("wd_loop", ["intended", "seed"])
 def test_eager_and_function_steps_are_bit_identical(wd_loop):
     """With oneDNN's reordered float32 kernels off, the tf.function step and the seed's
@@ -107,6 +108,7 @@ def test_checkpoint_restores_model_optimizer_and_step(tmp_path):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_xla_step_matches_the_function_step():
     """Same losses, learning rates and step count. XLA's float32 kernels round differently
     from oneDNN's (about 1e-4 relative after one step), and this tiny high-lr network
@@ -127,6 +129,7 @@ def test_xla_step_matches_the_function_step():
     assert float(trainers["xla"].opt._learning_rate()) == float(trainers["function"].opt._learning_rate())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_learns_and_keeps_float32_weights(precision):
     tf.random.set_seed(0)
