@@ -100,4 +100,4 @@ case "${1:-}" in
   serve) shift; exec "$PY" -m export.serve "$@" ;;
 esac
 # Train, export SavedModel and ONNX (with parity), evaluate the ONNX model.
-exec "$PY" -m export.pipeline "$@"
+exec "$PY" -m export.train_and_export "$@"

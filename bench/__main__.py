@@ -38,19 +38,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def bench_pipelines(epochs):
-    from legacy_eager import pipeline
+    from legacy_eager import input_pipeline
 
     x, y = synthetic(50000)
-    mean, std = pipeline.channel_stats(x)
-    padded = pipeline.normalize(pipeline.pad4(x), mean, std)  # the seed does this once
+    mean, std = input_pipeline.channel_stats(x)
+    padded = input_pipeline.normalize(input_pipeline.pad4(x), mean, std)  # the seed does this once
 
     def seed_epoch():  # the seed rebuilds its chain every epoch
         import tensorflow as tf
-        ds = (tf.data.Dataset.from_tensor_slices((padded, y)).map(pipeline.data_aug)
+        ds = (tf.data.Dataset.from_tensor_slices((padded, y)).map(input_pipeline.data_aug)
               .shuffle(len(x)).batch(512).prefetch(1))
         return sum(int(b.shape[0]) for b, _ in ds)
 
-    fast = pipeline.fast_train_set(x, y, mean, std, 512)
+    fast = input_pipeline.fast_train_set(x, y, mean, std, 512)
 
     def fast_epoch():
         return sum(int(b.shape[0]) for b, _ in fast)

@@ -10,15 +10,15 @@ import numpy as np
 
 def main(pipeline_name, width, steps):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from legacy_eager import pipeline
+    from legacy_eager import input_pipeline
     from legacy_eager.config import Config
     from legacy_eager.trainer import Trainer
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(50000, 32, 32, 3), dtype=np.uint8)
     y = (np.arange(50000) % 10).astype(np.int64)
-    mean, std = pipeline.channel_stats(x)
-    make_train_set, _ = pipeline.PIPELINES[pipeline_name]
+    mean, std = input_pipeline.channel_stats(x)
+    make_train_set, _ = input_pipeline.PIPELINES[pipeline_name]
     train_set = make_train_set(x, y, mean, std, 512)
     del x  # as legacy_eager.train does: the pipeline holds its own copy
     trainer = Trainer(Config(width=width, pipeline=pipeline_name), 50000)

@@ -3,7 +3,7 @@
     ./run.sh repro --runs N --out DIR [--target 0.94] [TRAINING FLAGS]
     python -m export.repro --runs N --out DIR [--target 0.94] [TRAINING FLAGS]
 
-Runs `python -m export.pipeline` (train, export the SavedModel and ONNX, check parity)
+Runs `python -m export.train_and_export` (train, export the SavedModel and ONNX, check parity)
 with --seed 0..N-1 into DIR/run-0, DIR/run-1, ..., then writes DIR/repro.json, a markdown
 table DIR/repro.md and DIR/repro.png. Per run: val_acc and val_acc_tta (flip TTA), the ONNX
 model's accuracy both ways, the training time (evaluation excluded, the DAWNBench rule).
@@ -108,9 +108,9 @@ def run_one(folder, seed, train_flags, log):
     doing = {"new": "starting", "resume": "resuming", "export": "exporting"}[state]
     log(f"{folder}: {doing} (seed {seed})")
     if state == "new":
-        code = _python_m("export.pipeline", *train_flags, "--seed", str(seed), "--out", folder)
+        code = _python_m("export.train_and_export", *train_flags, "--seed", str(seed), "--out", folder)
     elif state == "resume":
-        code = _python_m("export.pipeline", "--resume", folder)
+        code = _python_m("export.train_and_export", "--resume", folder)
     else:
         code = _python_m("export.onnx", "--run", folder)
     if code != 0:

@@ -1,7 +1,8 @@
 """DavidNet (David Page's 9-layer ResNet for CIFAR-10) ported from TF 1.x eager mode.
 
 Framework-free (import without TensorFlow): `schedule`, `report`, `data` (but for TFDS
-folders), `config`, `errors`, `devices`, `streams`, `run_folder`, `plots`, and `train`
-until it starts a run. TensorFlow: `model`, `optim`, `pipeline`, `steps`, `loss_scale`,
-`trainer`, `loop`, `checkpoints`, `tensorboard`.
+folders), `config`, `cli`, `errors`, `atomic`, `signals`, `devices`, `streams`,
+`run_folder`, `plots`, and `run` and `train` until a run starts. TensorFlow: `model`,
+`optim`, `input_pipeline`, `steps`, `loss_scale`, `trainer`, `loop`, `checkpoints`,
+`tensorboard`.
 """

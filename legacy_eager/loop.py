@@ -10,7 +10,7 @@ import time
 
 from legacy_eager import checkpoints, report
 from legacy_eager.errors import Stopped
-from legacy_eager.pipeline import epoch_batches
+from legacy_eager.input_pipeline import epoch_batches
 from legacy_eager.schedule import lr_schedule
 from legacy_eager.trainer import Diverged
 
@@ -69,7 +69,7 @@ def fit(trainer, train_set, test_set, len_train, len_test, out_dir, log=print, s
     Each observer's epoch_done(record, step_losses, first_batch) runs after the epoch's
     checkpoint (step_losses: each step's training loss per image; first_batch: the run's
     number of the first of them). `batches(train_set, epoch, start)` yields an epoch's
-    batches from `start` (pipeline.epoch_batches; tests pass one that also sends a signal)."""
+    batches from `start` (input_pipeline.epoch_batches; tests pass one that also sends a signal)."""
     config, progress = trainer.config, trainer.progress
     metrics = report.JsonLines(f"{out_dir}/metrics.jsonl")
     saver = _Saver(trainer, out_dir)

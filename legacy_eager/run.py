@@ -1,7 +1,7 @@
 """A training run as a sequence of named stages: settle the config (a resumed run's own),
 choose the run folder, read the data, start TensorFlow on the chosen devices, build the
 trainer, restore or record, fit, and finish with summary.json. `run(config)` is what
-`python -m legacy_eager.train` and `python -m export.pipeline` call. TensorFlow is imported
+`python -m legacy_eager.train` and `python -m export.train_and_export` call. TensorFlow is imported
 only once the flags and the data have been checked."""
 import os
 import platform
@@ -118,7 +118,7 @@ def finish(config, trainer, final, out, run_info, task, log):
 
 def run(config, log=print, warn=None, batches=None):
     """The run `config` asks for; its summary. `batches`: the epochs' batch source for
-    loop.fit (default pipeline.epoch_batches)."""
+    loop.fit (default input_pipeline.epoch_batches)."""
     warn = warn or (lambda message: print(message, file=sys.stderr))
     config, task = settle_config(config)
     out = choose_out_dir(config, task)
@@ -126,7 +126,7 @@ def run(config, log=print, warn=None, batches=None):
     tf, strategy, device_info = start_tensorflow(config, task, log, warn)
     run_folder.make_out_dir(out)
 
-    from legacy_eager import pipeline
+    from legacy_eager import input_pipeline
     from legacy_eager.loop import fit
     from legacy_eager.plots import CurvesPlot
     from legacy_eager.signals import signals_recorded
@@ -134,7 +134,7 @@ def run(config, log=print, warn=None, batches=None):
     from legacy_eager.trainer import Trainer
 
     len_train, len_test = len(x_train), len(x_test)
-    train_mean, train_std = pipeline.channel_stats(x_train)
+    train_mean, train_std = input_pipeline.channel_stats(x_train)
     trainer = Trainer(config, len_train, strategy=strategy)
     run_info = describe_run(config=config, tf=tf, source=source, len_train=len_train,
                             len_test=len_test, train_mean=train_mean, train_std=train_std,
@@ -144,7 +144,7 @@ def run(config, log=print, warn=None, batches=None):
         f"{source}, mode {config.mode}, {config.pipeline} pipeline, {config.precision}, "
         f"{config.epochs} epochs; writing {out}")
 
-    make_train_set, make_test_set = pipeline.PIPELINES[config.pipeline]
+    make_train_set, make_test_set = input_pipeline.PIPELINES[config.pipeline]
     train_set = make_train_set(x_train, y_train, train_mean, train_std, config.batch_size,
                                seed=config.seed, cutout=config.cutout)
     test_set = make_test_set(x_test, y_test, train_mean, train_std, config.batch_size)
@@ -152,5 +152,5 @@ def run(config, log=print, warn=None, batches=None):
     observers = [TensorBoardLog(out, config, trainer.batches_per_epoch), CurvesPlot(out)]
     with signals_recorded() as stop:
         final = fit(trainer, train_set, test_set, len_train, len_test, out, log=log, stop=stop,
-                    observers=observers, batches=batches or pipeline.epoch_batches)
+                    observers=observers, batches=batches or input_pipeline.epoch_batches)
     return finish(config, trainer, final, out, run_info, task, log)

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from legacy_eager import pipeline, train
+from legacy_eager import input_pipeline, train
 from legacy_eager.config import parse_args
 from legacy_eager.errors import run_cli
 from legacy_eager.run import run
@@ -25,7 +25,7 @@ def interrupt_at(epoch, batch, signum=signal.SIGINT):
     """A batch source for the run that sends `signum` to this process right after yielding
     that batch (the run then saves its checkpoint and stops)."""
     def batches(train_set, e, start=0):
-        for k, item in enumerate(pipeline.epoch_batches(train_set, e, start), start=start):
+        for k, item in enumerate(input_pipeline.epoch_batches(train_set, e, start), start=start):
             yield item
             if (e, k) == (epoch, batch):
                 os.kill(os.getpid(), signum)

@@ -50,7 +50,7 @@ def test_two_device_run_learns_and_exports_what_it_evaluated(tmp_path):
     tree = synthetic.write_image_tree(str(tmp_path / "data"), xt, yt, xs, ys)
     out = tmp_path / "run"
     done = subprocess.run(
-        [sys.executable, "-m", "export.pipeline", "--data", tree, "--width", "8", "--batch-size",
+        [sys.executable, "-m", "export.train_and_export", "--data", tree, "--width", "8", "--batch-size",
          "32", "--epochs", "4", "--devices", "2", "--out", str(out)],
         cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -13,7 +13,7 @@ MISSING = "/nonexistent/davidnet-input"
 # entry point -> the arguments it needs besides the one under test
 ENTRY_POINTS = {
     "legacy_eager.train": [],
-    "export.pipeline": [],
+    "export.train_and_export": [],
     "export.repro": ["--runs", "1", "--out", "{tmp}/repro"],
     "export.savedmodel": ["--run", "{tmp}"],
     "export.onnx": ["--run", "{tmp}"],
@@ -27,7 +27,7 @@ ENTRY_POINTS = {
 # entry point -> the arguments that name a file that is not there
 MISSING_FILE = {
     "legacy_eager.train": ["--data", MISSING],
-    "export.pipeline": ["--data", MISSING],
+    "export.train_and_export": ["--data", MISSING],
     "export.repro": ["--runs", "1", "--out", "{tmp}/repro", "--data", MISSING],
     "export.savedmodel": ["--run", MISSING],
     "export.onnx": ["--run", MISSING],

@@ -360,12 +360,12 @@ def test_predict_never_imports_tensorflow(exported, mixed_folder):
 
 @pytest.mark.slow
 def test_run_sh_main_job_trains_exports_and_evaluates(data_tree, tmp_path):
-    from export import pipeline
+    from export import train_and_export
 
     out = str(tmp_path / "run")
     lines = []
     flags = ["--data", data_tree, "--out", out, "--width", "4", "--batch-size", "16", "--epochs", "1"]
-    assert pipeline.main(flags, log=lines.append) == 0
+    assert train_and_export.main(flags, log=lines.append) == 0
     for name in ("metrics.jsonl", "checkpoints", "saved_model", "model.onnx", "parity.json",
                  "curves.png", "tensorboard"):
         assert os.path.exists(os.path.join(out, name)), name

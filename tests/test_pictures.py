@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from legacy_eager import pipeline, train
+from legacy_eager import input_pipeline, train
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_tta_accuracy_equals_a_hand_made_mirror_average():
 
 def _squares(size, n=64, seed=0, batch=0):
     """Where cutout zeroed, on images of ones (normalised ones stay non-zero elsewhere)."""
-    batches = pipeline.FastBatches(np.full((n, 32, 32, 3), 200, np.uint8), np.zeros(n, np.int64),
+    batches = input_pipeline.FastBatches(np.full((n, 32, 32, 3), 200, np.uint8), np.zeros(n, np.int64),
                                    np.zeros(3), np.ones(3), n, augment=True, seed=seed, cutout=size)
     x, _ = list(batches.batches(batch))[0]
     return x.numpy() == 0

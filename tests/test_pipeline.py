@@ -3,7 +3,7 @@ import pytest
 import numpy as np
 import tensorflow as tf
 
-from legacy_eager import pipeline
+from legacy_eager import input_pipeline
 from tests import synthetic
 
 
@@ -14,7 +14,7 @@ def test_augmentation_yields_only_valid_crops_and_flips():
     tf.random.set_seed(0)
     seen = set()
     for _ in range(300):
-        out = pipeline.data_aug(tf.constant(padded), 0)[0].numpy()
+        out = input_pipeline.data_aug(tf.constant(padded), 0)[0].numpy()
         flipped = out[0, 0, 1] > out[0, -1, 1]
         if flipped:
             out = out[:, ::-1]
@@ -28,7 +28,7 @@ def test_augmentation_yields_only_valid_crops_and_flips():
 
 def test_pad4_reflects():
     x = np.arange(2 * 32 * 32 * 3).reshape(2, 32, 32, 3)
-    padded = pipeline.pad4(x)
+    padded = input_pipeline.pad4(x)
     assert padded.shape == (2, 40, 40, 3)
     np.testing.assert_array_equal(padded[:, 4:36, 4:36], x)
     np.testing.assert_array_equal(padded[:, 3, 4:36], x[:, 1])  # reflect, not edge
@@ -36,8 +36,8 @@ def test_pad4_reflects():
 
 def test_train_set_batches_reshuffles_and_normalizes():
     x, y = synthetic.make_arrays(40)
-    mean, std = pipeline.channel_stats(x)
-    train = pipeline.seed_train_set(x, y, mean, std, batch_size=16)
+    mean, std = input_pipeline.channel_stats(x)
+    train = input_pipeline.seed_train_set(x, y, mean, std, batch_size=16)
     epochs = [[(bx.numpy(), by.numpy()) for bx, by in train] for _ in range(2)]
     for batches in epochs:
         assert [len(by) for _, by in batches] == [16, 16, 8]  # last partial batch kept
@@ -52,8 +52,8 @@ def test_train_set_batches_reshuffles_and_normalizes():
 
 def test_test_set_is_normalized_and_not_augmented():
     x, y = synthetic.make_arrays(20)
-    mean, std = pipeline.channel_stats(x)
-    got = [(bx.numpy(), by.numpy()) for bx, by in pipeline.test_set(x, y, mean, std, 8)]
+    mean, std = input_pipeline.channel_stats(x)
+    got = [(bx.numpy(), by.numpy()) for bx, by in input_pipeline.test_set(x, y, mean, std, 8)]
     np.testing.assert_array_equal(np.concatenate([bx for bx, _ in got]),
                                   ((x - mean) / std).astype(np.float32))
     np.testing.assert_array_equal(np.concatenate([by for _, by in got]), y)
@@ -69,7 +69,7 @@ def _coded_images(n):
 
 
 def _padded_reference():
-    return pipeline.pad4(_coded_images(1))[0]
+    return input_pipeline.pad4(_coded_images(1))[0]
 
 
 def _recover(out, padded):
@@ -103,22 +103,22 @@ def test_fast_and_seed_augmentation_draw_the_same_distribution():
     n = 1500
     padded = _padded_reference()
     tf.random.set_seed(0)
-    seed_out = np.stack([pipeline.data_aug(tf.constant(padded), 0)[0].numpy() for _ in range(n)])
-    fast_out = pipeline.random_crop_flip(tf.constant(_coded_images(n)), tf.constant([0, 1])).numpy()
+    seed_out = np.stack([input_pipeline.data_aug(tf.constant(padded), 0)[0].numpy() for _ in range(n)])
+    fast_out = input_pipeline.random_crop_flip(tf.constant(_coded_images(n)), tf.constant([0, 1])).numpy()
     for out in (seed_out, fast_out):
         _assert_uniform_independent(_recover(out, padded))
 
 
 def test_reflect_table_matches_np_pad():
-    padded = pipeline.pad4(np.arange(32)[None, :, None, None])[0, :, 0, 0]
-    np.testing.assert_array_equal(pipeline.REFLECT_40, padded)
+    padded = input_pipeline.pad4(np.arange(32)[None, :, None, None])[0, :, 0, 0]
+    np.testing.assert_array_equal(input_pipeline.REFLECT_40, padded)
 
 
 @pytest.mark.slow
 def test_fast_batches_cover_the_data_and_reshuffle():
     x, y = synthetic.make_arrays(40)
-    mean, std = pipeline.channel_stats(x)
-    train = pipeline.fast_train_set(x, y, mean, std, batch_size=16, seed=3)
+    mean, std = input_pipeline.channel_stats(x)
+    train = input_pipeline.fast_train_set(x, y, mean, std, batch_size=16, seed=3)
     epochs = [[(bx.numpy(), by.numpy()) for bx, by in train] for _ in range(2)]
     for batches in epochs:
         assert [len(by) for _, by in batches] == [16, 16, 8]
@@ -128,7 +128,7 @@ def test_fast_batches_cover_the_data_and_reshuffle():
     assert not np.array_equal(orders[0], orders[1])
     # Stateless: the same seed replays the same batches.
     again = [(bx.numpy(), by.numpy()) for bx, by in
-             pipeline.fast_train_set(x, y, mean, std, batch_size=16, seed=3)]
+             input_pipeline.fast_train_set(x, y, mean, std, batch_size=16, seed=3)]
     for (a, b), (c, d) in zip(epochs[0], again):
         np.testing.assert_array_equal(a, c)
         np.testing.assert_array_equal(b, d)
@@ -136,16 +136,16 @@ def test_fast_batches_cover_the_data_and_reshuffle():
 
 def test_fast_test_set_normalizes_like_the_seed():
     x, y = synthetic.make_arrays(20)
-    mean, std = pipeline.channel_stats(x)
-    got = [(bx.numpy(), by.numpy()) for bx, by in pipeline.fast_test_set(x, y, mean, std, 8)]
+    mean, std = input_pipeline.channel_stats(x)
+    got = [(bx.numpy(), by.numpy()) for bx, by in input_pipeline.fast_test_set(x, y, mean, std, 8)]
     np.testing.assert_allclose(np.concatenate([bx for bx, _ in got]),
-                               pipeline.normalize(x, mean, std), rtol=1e-6, atol=1e-6)
+                               input_pipeline.normalize(x, mean, std), rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(np.concatenate([by for _, by in got]), y)
 
 
 def test_channel_stats_equal_numpy():
     x, _ = synthetic.make_arrays(50)
-    mean, std = pipeline.channel_stats(x, chunk=7)
+    mean, std = input_pipeline.channel_stats(x, chunk=7)
     np.testing.assert_allclose(mean, np.mean(x, axis=(0, 1, 2)), rtol=1e-12)
     np.testing.assert_allclose(std, np.std(x, axis=(0, 1, 2)), rtol=1e-12)
 
@@ -156,7 +156,7 @@ def test_fast_normalisation_is_within_2_4e_7_of_the_seeds_float64():
     mean = np.array([125.3069, 122.9501, 113.8660])
     std = np.array([62.9932, 62.0887, 66.7049])
     x = np.broadcast_to(np.arange(256, dtype=np.uint8)[:, None], (256, 3))
-    seed = pipeline.normalize(x.astype(np.float64), mean, std)
-    fast = pipeline.normalize_tf(x, mean, std).numpy()
+    seed = input_pipeline.normalize(x.astype(np.float64), mean, std)
+    fast = input_pipeline.normalize_tf(x, mean, std).numpy()
     diff = np.abs(seed.astype(np.float64) - fast)
     assert diff.max() <= 2.4e-7 and diff.max() > 0  # not bit-identical, and within the bound

@@ -60,13 +60,13 @@ def test_seed_pipeline_resumes_as_the_readme_says(tree, tmp_path):
     and the global step of an uninterrupted run."""
     import signal
 
-    from legacy_eager import pipeline
+    from legacy_eager import input_pipeline
 
     seen = []
 
     def batches(train_set, epoch, start=0):
         seen.append((epoch, start))
-        for k, item in enumerate(pipeline.epoch_batches(train_set, epoch, start), start=start):
+        for k, item in enumerate(input_pipeline.epoch_batches(train_set, epoch, start), start=start):
             yield item
             if (epoch, k) == (1, 0) and start == 0:
                 os.kill(os.getpid(), signal.SIGINT)
@@ -178,7 +178,7 @@ def test_diverged_state_stops_before_saving(tree, tmp_path, capsys, monkeypatch,
     """Finite losses but overflowing weights after an epoch's last step (first or final
     epoch), or an infinite BatchNorm moving variance (logits stay finite: x / sqrt(inf)
     is 0): exit 3 naming it, no line and no checkpoint for that epoch, nothing exported."""
-    from export import pipeline as export_pipeline
+    from export import train_and_export as export_pipeline
 
     _poison_after(monkeypatch, epoch, poison)
     out = tmp_path / "run"

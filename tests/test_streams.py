@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from legacy_eager import pipeline
+from legacy_eager import input_pipeline
 from legacy_eager.model import DavidNet, StatelessDropout, build
 from legacy_eager.streams import stream_key
 from tests import synthetic
@@ -15,7 +15,7 @@ def _run_keys(seed):
     model = build(DavidNet(c=4, seed=seed))
     drops = [layer for layer in model.submodules if isinstance(layer, StatelessDropout)]
     x, y = synthetic.make_arrays(8)
-    batches = pipeline.fast_train_set(x, y, np.zeros(3), np.ones(3), 4, seed=seed)
+    batches = input_pipeline.fast_train_set(x, y, np.zeros(3), np.ones(3), 4, seed=seed)
     keys = {f"dropout {i}": d.key for i, d in enumerate(drops)}
     keys.update({"shuffle": batches.order_key, "augment": batches.augment_key})
     assert len(drops) == 8

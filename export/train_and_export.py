@@ -2,7 +2,7 @@
 (which classifies the run's test images with the ONNX model through export.predict's
 classifier), and print that accuracy beside the training's final val_acc.
 
-    python -m export.pipeline [TRAINING FLAGS]     (flags: python -m legacy_eager.train --help)
+    python -m export.train_and_export [TRAINING FLAGS]     (flags: python -m legacy_eager.train --help)
 
 Exit codes: 0 done; 2 bad flags or data; 1 export failed its checks (the training run and
 its checkpoints are kept either way).
