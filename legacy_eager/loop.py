@@ -19,17 +19,17 @@ def signal_name(signum):
     return signal.Signals(signum).name
 
 
-def epoch_record(config, epoch, train_sums, test_sums, len_train, len_test, times, global_step):
-    """The epoch's line: the seed's printed numbers, flip TTA, timings and the step."""
-    (loss_sum, correct_sum), (test_loss, test_acc, test_loss_tta, test_acc_tta) = train_sums, test_sums
-    train_time, eval_time, elapsed = times
+def epoch_record(config, epoch, *, train_loss, train_correct, test, len_train, len_test,
+                 train_time, eval_time, elapsed, global_step):
+    """The epoch's line: the seed's printed numbers, flip TTA, timings and the step.
+    train_loss and train_correct are sums over the epoch; `test` is the EvalSums."""
     return {
         "epoch": epoch,
         # The seed prints lr_schedule(epoch+1): the schedule at the epoch's end, per batch.
         "lr": float(lr_schedule(epoch, config.epochs, config.lr)),
-        "train_loss": loss_sum / len_train, "train_acc": correct_sum / len_train,
-        "val_loss": test_loss / len_test, "val_acc": test_acc / len_test,
-        "val_loss_tta": test_loss_tta / len_test, "val_acc_tta": test_acc_tta / len_test,
+        "train_loss": train_loss / len_train, "train_acc": train_correct / len_train,
+        "val_loss": test.loss / len_test, "val_acc": test.correct / len_test,
+        "val_loss_tta": test.loss_tta / len_test, "val_acc_tta": test.correct_tta / len_test,
         "train_time_s": train_time, "eval_time_s": eval_time,
         "epoch_time_s": train_time + eval_time, "elapsed_s": elapsed,
         "images_per_s": len_train / train_time,
@@ -81,11 +81,13 @@ def fit(trainer, train_set, test_set, len_train, len_test, out_dir, log=print, s
     for epoch in range(int(progress.epoch.numpy()), config.epochs):
         start = int(progress.batch.numpy())
         t_epoch = time.time()
-        loss_sum, correct_sum, ran, step_losses = trainer.train_epoch(
+        sums = trainer.train_epoch(
             batches(train_set, epoch, start), desc=f"epoch {epoch + 1}",
             total=trainer.steps_per_epoch - start, should_stop=should_stop)
-        loss_sum += float(progress.loss_sum.numpy())
-        correct_sum += float(progress.correct_sum.numpy())
+        # a resumed epoch adds the sums its checkpoint kept from before the stop
+        loss_sum = sums.loss + float(progress.loss_sum.numpy())
+        correct_sum = sums.correct + float(progress.correct_sum.numpy())
+        ran, step_losses = sums.batches, sums.step_losses
         train_time = float(progress.train_time.numpy()) + time.time() - t_epoch
         if start + ran < trainer.steps_per_epoch:  # a signal stopped the epoch
             progress.set(epoch=epoch, batch=start + ran, loss_sum=loss_sum,
@@ -99,11 +101,12 @@ def fit(trainer, train_set, test_set, len_train, len_test, out_dir, log=print, s
                 128 + stop())
         saver.check_finite(epoch + 1)  # before spending time on evaluation
         t_eval = time.time()
-        test_sums = trainer.evaluate(test_set)
+        test = trainer.evaluate(test_set)
         eval_time, elapsed = time.time() - t_eval, elapsed_before + time.time() - t_start
-        record = epoch_record(config, epoch + 1, (loss_sum, correct_sum), test_sums, len_train,
-                              len_test, (train_time, eval_time, elapsed),
-                              int(trainer.global_step.numpy()))
+        record = epoch_record(config, epoch + 1, train_loss=loss_sum, train_correct=correct_sum,
+                              test=test, len_train=len_train, len_test=len_test,
+                              train_time=train_time, eval_time=eval_time, elapsed=elapsed,
+                              global_step=int(trainer.global_step.numpy()))
         saver.check_finite(epoch + 1, record["val_loss"])
         # The line first, then the checkpoint that counts it: a crash in between leaves
         # a line that --resume drops (the checkpoint says the epoch is not done).

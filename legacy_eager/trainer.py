@@ -9,6 +9,8 @@ epoch; eager mode reads them every step, as the seed does.
 import functools
 import math
 
+from typing import NamedTuple
+
 import tensorflow as tf
 from tqdm import tqdm
 
@@ -59,6 +61,23 @@ def variable_paths(obj, prefix, paths=None):
         elif isinstance(value, tf.Module):
             variable_paths(value, f"{prefix}/{attr}", paths)
     return paths
+
+
+class TrainSums(NamedTuple):
+    """An epoch's training, summed: the seed's train_loss and train_acc before division."""
+    loss: float          # summed cross-entropy
+    correct: float       # images classified right
+    batches: int         # steps that ran (fewer when a signal stopped the epoch)
+    step_losses: list    # each step's loss per image (device tensors, read once)
+
+
+class EvalSums(NamedTuple):
+    """The test set, summed: the seed's test_loss and test_acc before division, and the
+    same with flip TTA."""
+    loss: float
+    correct: float
+    loss_tta: float
+    correct_tta: float
 
 
 class Trainer:
@@ -151,18 +170,17 @@ class Trainer:
         return next((n for n, ok in zip(names, flags) if not ok), None)
 
     def train_epoch(self, batches, desc=None, total=None, should_stop=None):
-        """Summed loss and number correct over `batches`, how many batches ran, and each
-        step's loss per image (device tensors, read once); stops early, after a whole
-        step, once should_stop() is true."""
+        """TrainSums over `batches`; stops early, after a whole step, once should_stop() is
+        true."""
         batches = tqdm(batches, total=self.steps_per_epoch if total is None else total, desc=desc,
                        leave=False, unit="batch")
         sums, n, step_losses = self._sum(self.train_step, batches, should_stop)
-        return sums[0], sums[1], n, step_losses
+        return TrainSums(sums[0], sums[1], n, step_losses)
 
     def evaluate(self, test_set):
-        """(loss, correct, loss with flip TTA, correct with flip TTA), summed."""
+        """EvalSums over the test set."""
         self.sync_replica_statistics()
-        return self._sum(self.eval_step, test_set)[0]
+        return EvalSums(*self._sum(self.eval_step, test_set)[0])
 
     def sync_replica_statistics(self):
         """Give every replica the mean of the replicas' BatchNorm moving statistics.
