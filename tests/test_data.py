@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from legacy_eager import data as cifar
+from legacy_eager.data import common, layouts, python_batches
 from legacy_eager.data import DataError, load_cifar10, read_cifar10
 from tests import synthetic
 
@@ -95,8 +96,8 @@ def test_cache_skips_decoding_and_notices_changes(tmp_path, arrays, monkeypatch)
     assert len(os.listdir(cache)) == 1
 
     decodes = []
-    real_read = cifar.read_cifar10
-    monkeypatch.setattr(cifar, "read_cifar10", lambda p: decodes.append(p) or real_read(p))
+    real_read = layouts.read_cifar10
+    monkeypatch.setattr(layouts, "read_cifar10", lambda p: decodes.append(p) or real_read(p))
     again = load_cifar10(root, cache)
     assert decodes == []
     np.testing.assert_array_equal(again.x_train, first.x_train)
@@ -250,9 +251,9 @@ def test_oversized_member_is_not_read(tmp_path, arrays, monkeypatch, packed):
     folder = synthetic.write_python_batches(str(tmp_path / "cifar-10-batches-py"), *arrays)
     path = folder if not packed else synthetic.tar_folder(folder, str(tmp_path / "c.tar"),
                                                           "cifar-10-batches-py")
-    monkeypatch.setattr(cifar, "MAX_BATCH_BYTES", 1000)  # the test batches are ~25 KB
+    monkeypatch.setattr(common, "MAX_BATCH_BYTES", 1000)  # the test batches are ~25 KB
     read = []
-    monkeypatch.setattr(cifar, "_unpickle_batch", lambda raw, where: read.append(where))
+    monkeypatch.setattr(python_batches, "unpickle_batch", lambda raw, where: read.append(where))
     message = _error(path)
     assert "data_batch_1: " in message and "more than a CIFAR-10 batch can hold (1000 bytes at most); not read" in message
     assert read == []

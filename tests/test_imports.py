@@ -34,11 +34,17 @@ def import_graph():
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                submodules = [f"{node.module}.{a.name}" for a in node.names
+                              if f"{node.module}.{a.name}" in modules]
+                # `from package import submodule` needs the submodule; `from module import
+                # name` the module
+                names = submodules if len(submodules) == len(node.names) else [node.module]
             else:
                 continue
             targets |= {n for n in names if n in modules}
-        graph[module] = targets - {module}
+        # a package's __init__ is already being imported when its own submodules are
+        ancestors = {module.rsplit(".", k)[0] for k in range(1, module.count(".") + 1)}
+        graph[module] = targets - {module} - ancestors
     return graph
 
 
