@@ -1,5 +1,5 @@
-"""Serve exported DavidNet models over HTTP with TensorFlow Serving's REST API, on ONNX
-Runtime alone (no TensorFlow in the process).
+"""Serve exported DavidNet models with TensorFlow Serving's REST and gRPC APIs and the Open
+Inference Protocol (KServe, Triton), on ONNX Runtime alone (no TensorFlow in the process).
 
     python -m export.serve MODEL.onnx|RUN_DIR [FLAGS]          one model, as version 1
     python -m export.serve --model-base-path DIR [FLAGS]       DIR/1, DIR/2, ...: versions
@@ -14,7 +14,10 @@ Endpoints, for the model name given (--name):
                                    flip test-time augmentation
     GET  /monitoring/prometheus/metrics                    Prometheus metrics
     GET  /                                                 a demo page
+    /v2/health/live|ready, /v2/models/NAME[/versions/N][/ready|/infer]   the v2 protocol
 Errors come as TensorFlow Serving gives them: {"error": "..."} with 400, 404, 413 or 503.
+gRPC on --grpc-port (8500): tensorflow.serving.PredictionService/Predict and
+GetModelMetadata, ModelService/GetModelStatus (signatures serving_default, serving_tta).
 
 With --model-base-path, DIR is polled every --poll-seconds: a new version folder (publish
 one with `python -m export.publish RUN_DIR DIR`) is loaded, checked and warmed before it
