@@ -286,16 +286,22 @@ def test_predict_folder_with_a_corrupt_file(exported, mixed_folder, capsys):
 
 
 @pytest.mark.slow
-def test_predict_json_matches_the_model(exported, mixed_folder, capsys):
+def test_predict_json_matches_the_savedmodel(exported, mixed_folder, capsys):
+    """predict's JSON (ONNX Runtime) against the SavedModel's serving_default (TensorFlow),
+    on the same image file: another runtime, the same probabilities, in class-name order."""
+    import tensorflow as tf
+
     run_dir, _ = exported
     model = os.path.join(run_dir, "model.onnx")
     assert predict.main([model, str(mixed_folder / "a.png"), "--json", "--top-k", "10"]) == 0
     (record,) = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
-    _, probs = predict.OnnxClassifier(model).run(np.asarray(Image.open(mixed_folder / "a.png"))[None])
+    image = np.asarray(Image.open(mixed_folder / "a.png").convert("RGB"))[None]
+    loaded = tf.saved_model.load(os.path.join(run_dir, "saved_model"))
+    probs = loaded.signatures["serving_default"](images=tf.constant(image))["probabilities"].numpy()
     got = {d["class"]: d["probability"] for d in record["top_k"]}
     assert len(got) == 10
     for i, name in enumerate(CLASSES):
-        assert got[name] == pytest.approx(probs[0, i], abs=1e-6)
+        assert got[name] == pytest.approx(probs[0, i], abs=2e-5)
 
 
 def test_conversions_to_rgb_32x32():
