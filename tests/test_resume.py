@@ -200,23 +200,6 @@ def test_diverged_state_stops_before_saving(tree, tmp_path, capsys, monkeypatch,
     assert (out / "tensorboard").exists() == (epoch > 1)  # only finished epochs are logged
 
 
-@pytest.mark.slow
-def test_variables_are_checked_once_per_epoch(tree, tmp_path, monkeypatch):
-    """The pass over every checkpointed variable runs once per trained epoch: evaluation,
-    writing the line and saving change no variable, so they do not repeat it."""
-    from legacy_eager.trainer import Trainer
-
-    real, steps = Trainer.first_nonfinite_variable, []
-
-    def first_nonfinite_variable(self):
-        steps.append(int(self.global_step.numpy()))
-        return real(self)
-    monkeypatch.setattr(Trainer, "first_nonfinite_variable", first_nonfinite_variable)
-    assert train.main(["--data", tree, "--out", str(tmp_path / "run"), "--width", "4",
-                       "--batch-size", "16", "--epochs", "3"]) == 0
-    assert steps == [3, 6, 9]  # 48 images in batches of 16: 3 steps an epoch
-
-
 def test_resume_refuses_other_flags(capsys):
     assert train.main(["--resume", "/tmp/somewhere", "--epochs", "5"]) == 2
     assert "--resume continues a run with its own flags; drop --epochs" in capsys.readouterr().err
