@@ -7,11 +7,12 @@ C threads, each with its own channel, send N Predict calls in all (K random uint
 each, as tensor_content), after a barrier; prints one JSON line: images/s, p50/p99 ms.
 """
 import argparse
+import contextlib
 import json
-import threading
-import time
 
 import numpy as np
+
+from bench.load import run_clients
 
 
 def main(argv=None):
@@ -34,37 +35,19 @@ def main(argv=None):
     tensor.tensor_shape.dim.extend(tf_tensor_pb2.TensorShapeProto.Dim(size=s) for s in images.shape)
     tensor.tensor_content = images.tobytes()
 
-    latencies, errors = [], []
-    per_client = [args.requests // args.clients + (i < args.requests % args.clients)
-                  for i in range(args.clients)]
-    start_line = threading.Barrier(args.clients + 1)
-
-    def client(n):
+    @contextlib.contextmanager
+    def session():
         with grpc.insecure_channel(f"127.0.0.1:{args.port}") as channel:
             stub = tf_serving_pb2_grpc.PredictionServiceStub(channel)
             stub.Predict(request, timeout=120)  # connected before the clock starts
-            start_line.wait()
-            for _ in range(n):
-                t = time.perf_counter()
+
+            def call():
                 try:
                     stub.Predict(request, timeout=120)
                 except grpc.RpcError as e:
-                    errors.append(e.code().name)
-                latencies.append((time.perf_counter() - t) * 1000)
-    threads = [threading.Thread(target=client, args=(n,)) for n in per_client]
-    for t in threads:
-        t.start()
-    start_line.wait()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    seconds = time.perf_counter() - t0
-    print(json.dumps({"clients": args.clients, "requests": args.requests,
-                      "images_per_request": args.images, "errors": sorted(set(errors)),
-                      "images_per_s": args.requests * args.images / seconds,
-                      "p50_ms": float(np.percentile(latencies, 50)),
-                      "p99_ms": float(np.percentile(latencies, 99))}))
-
+                    return e.code().name
+            yield call
+    print(json.dumps(run_clients(args.clients, args.requests, session, args.images)))
 
 if __name__ == "__main__":
     main()

@@ -13,6 +13,7 @@ Goals, on a 2-core CPU: 32 single-image clients reach 80% of the batch-256 image
 100 ms with 8 clients; server RSS < 600 MB with two versions loaded; no failed request in
 the swap.
 """
+import contextlib
 import http.client
 import json
 import os
@@ -24,6 +25,8 @@ import threading
 import time
 
 import numpy as np
+
+from bench.load import run_clients
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOALS = {"single_32_over_batch256": 0.80, "p99_ms_at_8": 100.0, "server_rss_mb": 600.0,
@@ -136,37 +139,25 @@ def _peak_rss_mb(pid):
 def drive(port, body, images_per_request, clients, requests):
     """`requests` POSTs of `body` spread over `clients` threads, each on one keep-alive
     connection. Returns images/s and latency percentiles (ms)."""
-    latencies, errors = [], []
-    per_client = [requests // clients + (i < requests % clients) for i in range(clients)]
-    start_line = threading.Barrier(clients + 1)
-
-    def client(n):
+    @contextlib.contextmanager
+    def session():
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         conn.connect()
-        start_line.wait()
-        for _ in range(n):
-            t = time.perf_counter()
+
+        def call():
             conn.request("POST", "/v1/models/davidnet:predict", body,
                          {"Content-Type": "application/json"})
             response = conn.getresponse()
             response.read()
-            latencies.append((time.perf_counter() - t) * 1000)
-            if response.status != 200:
-                errors.append(response.status)
-        conn.close()
-    threads = [threading.Thread(target=client, args=(n,)) for n in per_client]
-    for t in threads:
-        t.start()
-    start_line.wait()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    seconds = time.perf_counter() - t0
-    if errors:
-        raise RuntimeError(f"the server answered {len(errors)} requests with {sorted(set(errors))}")
-    return {"clients": clients, "requests": requests, "images_per_request": images_per_request,
-            "images_per_s": requests * images_per_request / seconds,
-            "p50_ms": float(np.percentile(latencies, 50)), "p99_ms": float(np.percentile(latencies, 99))}
+            return None if response.status == 200 else response.status
+        try:
+            yield call
+        finally:
+            conn.close()
+    result = run_clients(clients, requests, session, images_per_request)
+    if result.pop("errors"):
+        raise RuntimeError(f"the server answered some requests with an error: {result}")
+    return result
 
 
 def bench_serve(quick=False, folder=None):

@@ -20,7 +20,6 @@ MinMax calibration on CALIBRATION_IMAGES of the run's training images). It is ke
 if, on the run's test images, its top-1 agreement with the float32 model is at least 99%
 and its accuracy at most 0.5 point lower; parity.json records both either way.
 """
-import argparse
 import json
 import os
 import subprocess

@@ -1,7 +1,6 @@
 """What a run draws and logs: TensorBoard event files read back, curves.png from the
 run's own numbers, TTA in metrics.jsonl and the console, and cutout's squares."""
 import json
-import os
 
 import numpy as np
 import pytest

@@ -132,7 +132,7 @@ def format_response(logits, probs, class_names, columnar):
     else:
         answer = {"predictions": [{"logits": lg, "probabilities": p, "class": c}
                                   for lg, p, c in zip(logits, probs, classes)]}
-    return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+    return dumps(answer)
 
 
 def dumps(document):

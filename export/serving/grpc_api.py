@@ -9,6 +9,7 @@ Errors are gRPC status codes with a message naming what is wrong. The messages c
 export/serving/protos (imported here, lazily: see its __init__).
 """
 import asyncio
+import functools
 import time
 
 import grpc
@@ -23,6 +24,7 @@ HTTP_TO_GRPC = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_
                 413: grpc.StatusCode.RESOURCE_EXHAUSTED, 503: grpc.StatusCode.UNAVAILABLE}
 
 
+@functools.cache  # imported once, on the first call (never beside TensorFlow: see protos)
 def _messages():
     from export.serving.protos import tf_error_codes_pb2, tf_serving_pb2, tf_serving_pb2_grpc
     from export.serving.protos import tf_tensor_pb2
