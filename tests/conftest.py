@@ -21,6 +21,37 @@ def tree(tmp_path_factory, tiny_arrays):
     return synthetic.write_image_tree(str(tmp_path_factory.mktemp("data") / "cifar"), xt, yt, xs, ys)
 
 
+# The shared run's training flags; a repro run of seed 0 with these flags on `tree` is that run.
+TRAINED_FLAGS = ("--width", "4", "--batch-size", "16", "--epochs", "2")
+
+
+@pytest.fixture(scope="session")
+def exported_run(tree, tmp_path_factory):
+    """One tiny run on `tree`, trained and exported by ./run.sh's own job (train, SavedModel,
+    ONNX with its parity check, ONNX accuracy), shared by the export, predict, serve and
+    repro tests: (run folder, the lines the job logged). Read only: a test that changes a
+    run folder takes `run_copy`."""
+    from export import train_and_export
+
+    out = str(tmp_path_factory.mktemp("runs") / "tiny")
+    lines = []
+    with pytest.MonkeyPatch.context() as mp:  # its decode cache in the session's temp folder
+        mp.setenv("CIFAR10_CACHE", str(tmp_path_factory.mktemp("cache")))
+        mp.delenv("CIFAR10_DATA", raising=False)
+        code = train_and_export.main(["--data", tree, *TRAINED_FLAGS, "--seed", "0", "--out", out],
+                                     log=lines.append)
+    assert code == 0, lines[-3:]
+    return out, lines
+
+
+@pytest.fixture
+def run_copy(exported_run, tmp_path):
+    """A copy of the shared run that this test may change."""
+    import shutil
+
+    return shutil.copytree(exported_run[0], str(tmp_path / "tiny"))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_data_env(tmp_path, monkeypatch):
     """Each test gets its own decode cache, and no CIFAR10_DATA from the caller's shell."""

@@ -11,32 +11,18 @@ from PIL import Image
 
 from export import onnx as onnx_export
 from export import predict, savedmodel
-from legacy_eager import train
 from legacy_eager.data import CLASSES
 from tests import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def data_tree(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data") / "cifar"
-    (x_train, y_train), (x_test, y_test) = synthetic.make_arrays(64, 1), synthetic.make_arrays(30, 2)
-    return synthetic.write_image_tree(str(root), x_train, y_train, x_test, y_test)
-
-
-@pytest.fixture(scope="module")
-def run_dir(data_tree, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("runs") / "tiny")
-    flags = ["--data", data_tree, "--out", out, "--width", "4", "--batch-size", "16", "--epochs", "2"]
-    assert train.main(flags) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
-def exported(run_dir):
-    result = onnx_export.export_onnx(run_dir, log=lambda *_: None)
-    return run_dir, result
+@pytest.fixture
+def exported(exported_run):
+    """The session's shared run (read only) and its parity record."""
+    run_dir = exported_run[0]
+    with open(os.path.join(run_dir, "parity.json")) as f:
+        return run_dir, json.load(f)
 
 
 def _scratch(folder):
@@ -49,8 +35,7 @@ def test_onnx_parity_and_interface(exported):
 
     run_dir, result = exported
     assert result["passed"] and result["result"] == "pass" and result["top1_agreement"] == 1.0
-    assert result["max_abs_logits_diff"] <= 1e-4 and result["images"] == 30
-    assert json.load(open(os.path.join(run_dir, "parity.json"))) == result
+    assert result["max_abs_logits_diff"] <= 1e-4 and result["images"] == 20
     model = onnx.load(os.path.join(run_dir, "model.onnx"))
     onnx.checker.check_model(model)
     (inp,) = model.graph.input
@@ -159,10 +144,10 @@ def test_savedmodel_holds_no_optimizer_state_and_no_device_pinning(exported):
 
 
 @pytest.mark.slow
-def test_interrupted_export_keeps_the_old_savedmodel(exported, monkeypatch):
+def test_interrupted_export_keeps_the_old_savedmodel(run_copy, monkeypatch):
     import tensorflow as tf
 
-    run_dir, _ = exported
+    run_dir = run_copy
     pb = os.path.join(run_dir, "saved_model", "saved_model.pb")
     before = open(pb, "rb").read()
 
@@ -176,10 +161,10 @@ def test_interrupted_export_keeps_the_old_savedmodel(exported, monkeypatch):
 
 
 @pytest.mark.slow
-def test_reexport_replaces_cleanly(exported):
+def test_reexport_replaces_cleanly(run_copy):
     """A second export replaces the first folder whole: a file planted in the old one is
     gone, the new one is complete, and no scratch folder is left."""
-    run_dir, _ = exported
+    run_dir = run_copy
     planted = os.path.join(run_dir, "saved_model", "planted-by-the-test")
     with open(planted, "w") as f:
         f.write("from the previous export")
@@ -190,8 +175,8 @@ def test_reexport_replaces_cleanly(exported):
 
 
 @pytest.mark.slow
-def test_failed_parity_keeps_the_earlier_onnx_model(exported, monkeypatch):
-    run_dir, _ = exported
+def test_failed_parity_keeps_the_earlier_onnx_model(run_copy, monkeypatch):
+    run_dir = run_copy
     model_path = os.path.join(run_dir, "model.onnx")
     before = open(model_path, "rb").read()
     monkeypatch.setattr(onnx_export, "MAX_LOGIT_DIFF", -1.0)  # nothing can pass
@@ -200,8 +185,6 @@ def test_failed_parity_keeps_the_earlier_onnx_model(exported, monkeypatch):
     parity = json.load(open(os.path.join(run_dir, "parity.json")))
     assert parity["passed"] is False and parity["result"] == "fail"
     assert _scratch(run_dir) == []
-    monkeypatch.undo()
-    onnx_export.export_onnx(run_dir, log=lambda *_: None)  # restore a passing parity.json
 
 
 def test_export_of_a_folder_that_is_no_run(tmp_path, capsys):
@@ -313,39 +296,38 @@ def test_conversions_to_rgb_32x32():
 
 
 @pytest.mark.slow
-def test_evaluate_on_a_labelled_tree_and_its_archive(exported, data_tree, tmp_path, capsys):
+def test_evaluate_on_a_labelled_tree_and_its_archive(exported, tree, tmp_path, capsys):
     run_dir, result = exported
     model = os.path.join(run_dir, "model.onnx")
-    archive = synthetic.tar_folder(data_tree, str(tmp_path / "c.tar.gz"), "cifar")
-    for source in (data_tree, archive):
+    archive = synthetic.tar_folder(tree, str(tmp_path / "c.tar.gz"), "cifar")
+    for source in (tree, archive):
         assert predict.main([model, source, "--evaluate", "--json"]) == 0
         report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-        # The test split only (30 images), scored like the parity check scored the run.
-        assert report["images"] == 30
+        # The test split only (20 images), scored like the parity check scored the run.
+        assert report["images"] == 20
         assert report["accuracy"] == pytest.approx(result["onnx_accuracy"])
-        assert sum(r["images"] for r in report["per_class"].values()) == 30
-    assert predict.main([model, data_tree, "--evaluate", "--split", "train", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["images"] == 64
+        assert sum(r["images"] for r in report["per_class"].values()) == 20
+    assert predict.main([model, tree, "--evaluate", "--split", "train", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["images"] == 48
 
 
 @pytest.mark.slow
-def test_evaluate_with_tta_prints_the_confusion_matrix_and_plots_it(exported, data_tree, tmp_path,
-                                                                   capsys):
+def test_evaluate_with_tta_prints_the_confusion_matrix_and_plots_it(exported, tree, tmp_path, capsys):
     run_dir, result = exported
     plot = tmp_path / "cm.png"
     model = os.path.join(run_dir, "model.onnx")
-    assert predict.main([model, data_tree, "--evaluate", "--tta", "--plot", str(plot)]) == 0
+    assert predict.main([model, tree, "--evaluate", "--tta", "--plot", str(plot)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == f"accuracy {result['tta']['onnx_accuracy']:.4f} on 30 images (flip TTA)"
+    assert out[0] == f"accuracy {result['tta']['onnx_accuracy']:.4f} on 20 images (flip TTA)"
     table = out[out.index(next(l for l in out if l.startswith("true \\ predicted"))):]
     assert len(table) == 11
     rows = [[int(v) for v in line.split()[1:11]] for line in table[1:]]
-    assert sum(map(sum, rows)) == 30 and [sum(r) for r in rows] == [3] * 10  # 3 test images a class
+    assert sum(map(sum, rows)) == 20 and [sum(r) for r in rows] == [2] * 10  # 2 test images a class
     hits = sum(rows[i][i] for i in range(10))
-    assert hits / 30 == pytest.approx(result["tta"]["onnx_accuracy"])
+    assert hits / 20 == pytest.approx(result["tta"]["onnx_accuracy"])
     with Image.open(plot) as img:
         assert img.format == "PNG" and img.size == (800, 700)
-    assert predict.main([model, data_tree, "--plot", str(plot)]) == 2  # --plot needs --evaluate
+    assert predict.main([model, tree, "--plot", str(plot)]) == 2  # --plot needs --evaluate
 
 
 @pytest.mark.slow
@@ -365,25 +347,21 @@ def test_predict_never_imports_tensorflow(exported, mixed_folder):
 
 
 @pytest.mark.slow
-def test_run_sh_main_job_trains_exports_and_evaluates(data_tree, tmp_path):
-    from export import train_and_export
-
-    out = str(tmp_path / "run")
-    lines = []
-    flags = ["--data", data_tree, "--out", out, "--width", "4", "--batch-size", "16", "--epochs", "1"]
-    assert train_and_export.main(flags, log=lines.append) == 0
+def test_run_sh_main_job_trains_exports_and_evaluates(exported_run):
+    """The shared run is made by ./run.sh's own job: everything it leaves, and its last line."""
+    out, lines = exported_run
     for name in ("metrics.jsonl", "checkpoints", "saved_model", "model.onnx", "parity.json",
                  "curves.png", "tensorboard"):
         assert os.path.exists(os.path.join(out, name)), name
     final = json.load(open(os.path.join(out, "summary.json")))["final"]
     acc, tta = final["val_acc"], final["val_acc_tta"]
-    assert lines[-1] == (f"accuracy on the 30 test images: ONNX Runtime {acc:.4f} (flip TTA "
+    assert lines[-1] == (f"accuracy on the 20 test images: ONNX Runtime {acc:.4f} (flip TTA "
                          f"{tta:.4f}), training's final val_acc {acc:.4f} (flip TTA {tta:.4f})")
 
 
 @pytest.mark.slow
-def test_int8_model_is_kept_only_within_the_accuracy_bounds(exported, monkeypatch):
-    run_dir, _ = exported
+def test_int8_model_is_kept_only_within_the_accuracy_bounds(run_copy, monkeypatch):
+    run_dir = run_copy
     (train_x, _), (test_x, test_y) = onnx_export.run_images(savedmodel.read_run(run_dir)[0])
     fp32_acc = json.load(open(os.path.join(run_dir, "parity.json")))["onnx_accuracy"]
     monkeypatch.setattr(onnx_export, "MIN_INT8_AGREEMENT", 0.0)
@@ -391,13 +369,13 @@ def test_int8_model_is_kept_only_within_the_accuracy_bounds(exported, monkeypatc
     record = onnx_export.export_int8(run_dir, train_x, test_x, test_y, fp32_acc, list(CLASSES))
     int8_path = os.path.join(run_dir, "model.int8.onnx")
     assert record["kept"] and os.path.isfile(int8_path)
-    assert record["calibration_images"] == 64 and 0 <= record["top1_agreement_with_fp32"] <= 1
+    assert record["calibration_images"] == 48 and 0 <= record["top1_agreement_with_fp32"] <= 1
     import onnx
 
     ops = {n.op_type for n in onnx.load(int8_path).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     logits, _ = predict.OnnxClassifier(int8_path).run(test_x)  # predict takes it like any model
-    assert logits.shape == (30, 10)
+    assert logits.shape == (20, 10)
     # Bounds no model can meet: the new INT8 model is refused and the earlier one removed.
     monkeypatch.setattr(onnx_export, "MIN_INT8_AGREEMENT", 1.01)
     record = onnx_export.export_int8(run_dir, train_x, test_x, test_y, fp32_acc, list(CLASSES))

@@ -1,6 +1,7 @@
 """./run.sh repro: N seeded runs, their statistics, and going on after an interruption."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ from PIL import Image
 
 from export import repro
 from legacy_eager.errors import UsageError
+from tests.conftest import TRAINED_FLAGS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,12 +23,16 @@ def _repro(*argv):
 
 
 @pytest.mark.slow
-def test_two_runs_report_their_distribution_and_a_rerun_only_finishes_what_is_missing(tree, tmp_path):
+def test_two_runs_report_their_distribution_and_a_rerun_only_finishes_what_is_missing(
+        tree, exported_run, tmp_path):
+    """Its folder starts with seed 0's run finished (the session's shared run, trained with
+    the same flags, as if `--runs 1` had made it): --runs 2 adds seed 1 and reports both."""
     out = tmp_path / "r"
-    flags = ["--runs", "2", "--target", "0.15", "--data", tree, "--width", "4", "--batch-size", "16",
-             "--epochs", "1", "--out", str(out)]
+    flags = ["--runs", "2", "--target", "0.15", "--data", tree, *TRAINED_FLAGS, "--out", str(out)]
+    shutil.copytree(exported_run[0], out / "run-0")
     first = _repro(*flags)
     assert first.returncode == 0, first.stderr[-2000:]
+    assert first.stdout.splitlines()[:2] == [f"{out}/run-0: done", f"{out}/run-1: starting (seed 1)"]
     report = json.load(open(out / "repro.json"))
     summaries = [json.load(open(out / f"run-{i}" / "summary.json")) for i in range(2)]
     assert [r["seed"] for r in report["runs"]] == [0, 1]

@@ -16,10 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from export import onnx as onnx_export
 from export.predict import OnnxClassifier
 from export.serving.batcher import Batcher
-from legacy_eager import train
 from tests import synthetic
 from tests.serving import Server
 
@@ -27,12 +25,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def model(tree, tiny_arrays, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("runs") / "tiny")
-    assert train.main(["--data", tree, "--out", out, "--width", "4", "--batch-size", "16",
-                       "--epochs", "1"]) == 0
-    onnx_export.export_onnx(out, log=lambda *_: None)
-    return out, tiny_arrays[1][0]
+def model(exported_run, tiny_arrays):
+    """The session's shared run (served read only) and the test images it was scored on."""
+    return exported_run[0], tiny_arrays[1][0]
 
 
 @pytest.fixture(scope="module")
