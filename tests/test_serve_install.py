@@ -1,6 +1,7 @@
 """The `serve` extra alone: `pip install ".[serve]"` into a fresh virtualenv gives a
 `davidnet-serve` that answers, in an environment where `import tensorflow` fails. Needs the
-package index (about 20 s with a warm pip cache)."""
+package index (about 20 s with a warm pip cache), so it runs on its own:
+`./run.sh test -m install` (a step of .ci/run)."""
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ PIXELS = [[[10, 20, 30]] * 32] * 32
 
 
 @pytest.mark.slow
+@pytest.mark.install
 def test_the_serve_extra_serves_without_tensorflow(tmp_path):
     import http.client
     import json
