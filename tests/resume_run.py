@@ -3,7 +3,11 @@
 Run in its own process (tests/test_resume.py does): --deterministic switches on
 TensorFlow's process-wide op determinism. A real SIGINT is sent to this process at a
 chosen batch, so the signal handler, the mid-epoch checkpoint and --resume are all the
-production code. Prints one JSON object with what the test checks."""
+production code. Runs each case given as PIPELINE:PRECISION:SCOPE in turn (the precision
+belongs to each run's model, so cases share the process and its TensorFlow start) and
+prints one JSON object per case with what the test checks.
+
+    python -m tests.resume_run WORKDIR fast:fp32:full fast:mixed_bfloat16:light ..."""
 import json
 import os
 import signal
@@ -53,29 +57,34 @@ def same_tensors(a, b):
     return sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def main(workdir, pipeline_name, precision="fp32", scope="full"):
-    (xt, yt), (xs, ys) = synthetic.make_arrays(160, 1), synthetic.make_arrays(40, 2)
+def main(workdir, *cases):
+    (xt, yt), (xs, ys) = synthetic.make_arrays(112, 1), synthetic.make_arrays(20, 2)
     tree = synthetic.write_image_tree(os.path.join(workdir, "data"), xt, yt, xs, ys)
+    for case in cases:
+        print(json.dumps(dict(case=case, **run_case(os.path.join(workdir, case.replace(":", "-")),
+                                                    tree, *case.split(":")))), flush=True)
+
+
+def run_case(workdir, tree, pipeline_name, precision, scope):
     flags = ["--data", tree, "--width", "4", "--batch-size", "16", "--epochs", str(EPOCHS),
              "--deterministic", "--pipeline", pipeline_name, "--precision", precision]
     names = ("a", "a2", "b", "c") if scope == "full" else ("a", "b")
     out = {name: os.path.join(workdir, name) for name in names}
     codes = {name: train.main(flags + ["--out", out[name]]) for name in ("a", "a2") if name in out}
 
-    # epoch 2, after its 4th batch
+    # epoch 2, after its 4th batch (of 7)
     codes["b_interrupted"] = train_main(flags + ["--out", out["b"]], interrupt_at(epoch=1, batch=3))
     lines_while_stopped = len(metrics(out["b"]))
     codes["b_resumed"] = train.main(["--resume", out["b"]])
     a = final_tensors(out["a"])
     if scope != "full":
-        print(json.dumps({
+        return {
             "codes": codes, "lines_while_stopped": lines_while_stopped,
             "epochs": {k: [r["epoch"] for r in metrics(v)] for k, v in out.items()},
             "resumed_identical": metrics(out["a"]) == metrics(out["b"]),
             "resumed_same_weights": same_tensors(a, final_tensors(out["b"])),
             "tensors": len(a), "keys": sorted(a),
-        }))
-        return
+        }
 
     # C: stopped by SIGTERM, then its newest checkpoint damaged: resume falls back one.
     codes["c_interrupted"] = train_main(flags + ["--out", out["c"]],
@@ -85,7 +94,7 @@ def main(workdir, pipeline_name, precision="fp32", scope="full"):
         f.truncate(100)
     codes["c_resumed"] = train.main(["--resume", out["c"]])
 
-    print(json.dumps({
+    return {
         "codes": codes,
         "lines_while_stopped": lines_while_stopped,
         "epochs": {k: [r["epoch"] for r in metrics(v)] for k, v in out.items()},
@@ -96,7 +105,7 @@ def main(workdir, pipeline_name, precision="fp32", scope="full"):
         "fallback_identical": metrics(out["a"]) == metrics(out["c"]),
         "fallback_same_weights": same_tensors(a, final_tensors(out["c"])),
         "tensors": len(a),
-    }))
+    }
 
 
 if __name__ == "__main__":

@@ -15,13 +15,26 @@ from legacy_eager.run import run
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.slow
-def test_interrupted_and_resumed_runs_equal_uninterrupted_ones(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "tests.resume_run", str(tmp_path), "fast"],
+RESUME_CASES = ("fast:fp32:full", "fast:mixed_bfloat16:light", "fast:mixed_float16:light")
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """tests/resume_run's cases, run once in one child process (TensorFlow's op determinism
+    is process-wide): {case: what it measured}, and the child's stderr."""
+    done = subprocess.run([sys.executable, "-m", "tests.resume_run",
+                           str(tmp_path_factory.mktemp("resume")), *RESUME_CASES],
                           cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    r = json.loads(done.stdout.strip().splitlines()[-1])
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return {r.pop("case"): r for r in results}, done.stderr
+
+
+@pytest.mark.slow
+def test_interrupted_and_resumed_runs_equal_uninterrupted_ones(resumed):
+    results, stderr = resumed
+    r = results["fast:fp32:full"]
     assert r["codes"] == {"a": 0, "a2": 0, "b_interrupted": 130, "b_resumed": 0,
                           "c_interrupted": 143, "c_resumed": 0}  # SIGINT 130, SIGTERM 143
     assert r["lines_while_stopped"] == 1  # stopped in epoch 2
@@ -30,20 +43,15 @@ def test_interrupted_and_resumed_runs_equal_uninterrupted_ones(tmp_path):
     assert r["resumed_identical"] and r["resumed_same_weights"]
     assert r["fallback_identical"] and r["fallback_same_weights"]
     assert r["tensors"] > 40  # model, momentum slots and global step were all compared
-    assert "is damaged" in done.stderr and "trying the one before" in done.stderr
+    assert "is damaged" in stderr and "trying the one before" in stderr
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
-def test_half_precision_runs_resume_exactly(tmp_path, precision):
+def test_half_precision_runs_resume_exactly(resumed, precision):
     """Stopped by SIGINT in epoch 2 and resumed: the same metrics and tensors as the run
     left alone, the float16 loss scale and its count of finite steps included."""
-    done = subprocess.run([sys.executable, "-m", "tests.resume_run", str(tmp_path), "fast",
-                           precision, "light"],
-                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    r = json.loads(done.stdout.strip().splitlines()[-1])
+    r = resumed[0][f"fast:{precision}:light"]
     assert r["codes"] == {"a": 0, "b_interrupted": 130, "b_resumed": 0}
     assert r["lines_while_stopped"] == 1
     assert r["epochs"] == {"a": [1, 2, 3], "b": [1, 2, 3]}
