@@ -4,7 +4,7 @@ The global batch is two copies of one half, so each replica's BatchNorm batch st
 equal those of the whole batch: losses, weights and momentum slots must then agree up to
 float32 round-off. Run in
 its own process: the 2 logical CPU devices must be made before TensorFlow starts.
-Prints the largest differences as JSON."""
+Prints the largest differences as JSON after the first step and after the last."""
 import json
 
 import numpy as np
@@ -27,7 +27,7 @@ def main(steps=3, half=8):
     init = build(DavidNet(c=4, dropout=0.0)).get_weights()
     strategies = {"one": tf.distribute.OneDeviceStrategy("/cpu:0"),
                   "two": tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])}
-    trainers, losses = {}, {}
+    trainers, losses = {}, {"one": [], "two": []}
     for name, strategy in strategies.items():
         with strategy.scope():
             model = build(DavidNet(c=4, dropout=0.0))
@@ -35,18 +35,21 @@ def main(steps=3, half=8):
         # OneDeviceStrategy has one replica, so it takes the plain (undistributed) step.
         trainers[name] = Trainer(config, 10 * half, model=model,
                                  strategy=strategy if name == "two" else None)
-        losses[name] = []
-        for i in range(steps):
-            xb = np.concatenate([x[i * half:(i + 1) * half]] * 2)
-            yb = np.concatenate([y[i * half:(i + 1) * half]] * 2)
-            loss, _ = trainers[name].train_step(tf.constant(xb), tf.constant(yb))
+    for i in range(steps):
+        xb = tf.constant(np.concatenate([x[i * half:(i + 1) * half]] * 2))
+        yb = tf.constant(np.concatenate([y[i * half:(i + 1) * half]] * 2))
+        for name, trainer in trainers.items():
+            loss, _ = trainer.train_step(xb, yb)
             losses[name].append(float(loss))
-    one, two = trainers["one"], trainers["two"]
+        if i + 1 in (1, steps):
+            print(json.dumps(differences(trainers["one"], trainers["two"], losses, init)), flush=True)
 
+
+def differences(one, two, losses, init):
     def worst(pairs):
         return max(float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-3)) for a, b in pairs)
 
-    print(json.dumps({
+    return {
         "replicas": [one.replicas, two.replicas],
         "loss": max(abs(a - b) / abs(a) for a, b in zip(losses["one"], losses["two"])),
         "weights": worst((a.numpy(), b.numpy()) for a, b in
@@ -63,8 +66,7 @@ def main(steps=3, half=8):
                        for a, b in zip(one.model.trainable_variables, two.model.trainable_variables)),
         "global_step": [int(one.global_step.numpy()), int(two.global_step.numpy())],
         "moved": worst((a.numpy(), b) for a, b in zip(one.model.weights, init)),
-    }))
-
+    }
 
 if __name__ == "__main__":
     import sys
