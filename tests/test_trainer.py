@@ -133,7 +133,7 @@ def test_xla_step_matches_the_function_step():
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_learns_and_keeps_float32_weights(precision):
     tf.random.set_seed(0)
-    config = dataclasses.replace(TINY, epochs=6, width=8, precision=precision)
+    config = dataclasses.replace(TINY, epochs=6, width=4, precision=precision)
     trainer = Trainer(config, 64)
     batches = _batches(4, 16, seed=3)
     losses = [trainer.train_epoch(batches)[0] for _ in range(config.epochs)]
