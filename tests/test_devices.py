@@ -125,18 +125,25 @@ def test_training_names_its_devices_and_stops_on_an_unseen_gpu(tree, tmp_path):
     assert config["devices"]["used"] == f"CPU ({os.cpu_count()} cores)" and config["devices"]["gpus"] == []
 
 
+@pytest.fixture(scope="module")
+def placements():
+    """tests/placement_run for both compiled modes, in one child process: {mode: result}."""
+    done = subprocess.run([sys.executable, "-m", "tests.placement_run", "function", "xla"], cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return {r.pop("mode"): r for r in results}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["function", "xla"])
-def test_compiled_step_reads_no_variable_on_another_device(mode):
+def test_compiled_step_reads_no_variable_on_another_device(placements, mode):
     """Built under /CPU:1 of two logical devices (standing in for a GPU beside the host):
     the global step, weights and slots all live there, the traced step captures no
     variable elsewhere, and XLA, which refuses such a variable, runs the step. TF's own
     eager get_or_create_global_step pins the step to CPU:0, which fails exactly here."""
-    done = subprocess.run([sys.executable, "-m", "tests.placement_run", mode], cwd=ROOT,
-                          env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    r = json.loads(done.stdout.strip().splitlines()[-1])
+    r = placements[mode]
     assert r["global_step"].endswith("CPU:1") and r["steps"] == 1
     assert r["model"] == r["slots"] == r["captured"] == [r["global_step"]]
 
