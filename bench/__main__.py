@@ -97,10 +97,14 @@ def bench_train_steps(batch_size, steps, width=64):
         for _ in range(steps):
             loss, _ = trainer.train_step(x, y)
         loss.numpy()
-        rate = batch_size * steps / (time.perf_counter() - t)
-        result[mode] = {"images_per_s": rate, "gflops": rate * per_image / 1e9,
-                        "fraction_of_matmul": rate * per_image / 1e9 / peak}
+        result[mode] = step_rates(batch_size * steps / (time.perf_counter() - t), per_image, peak)
     return result
+
+
+def step_rates(images_per_s, flop_per_image, matmul_gflops):
+    """A train step's images/s as GFLOP/s and as a fraction of the measured matmul peak."""
+    gflops = images_per_s * flop_per_image / 1e9
+    return {"images_per_s": images_per_s, "gflops": gflops, "fraction_of_matmul": gflops / matmul_gflops}
 
 
 def _time_runner(run, big, reps_big, reps_one):
@@ -138,13 +142,19 @@ def bench_inference(reps_big, reps_one):
             result[name] = dict(_time_runner(lambda b: clf.run(b, 256), big, reps_big, reps_one),
                                 threads=clf.session.get_session_options().intra_op_num_threads
                                 or os.cpu_count())
+    result["ratios"] = inference_ratios(result)
+    return result
+
+
+def inference_ratios(result):
+    """How many times faster: ONNX Runtime fp32 than TensorFlow (batch 1 by latency, batch
+    256 by throughput), and INT8 than fp32 at batch 256."""
     fp32_r, tf_r, int8_r = result["onnxruntime_fp32"], result["tf_savedmodel"], result["onnxruntime_int8"]
-    result["ratios"] = {
+    return {
         "ort_fp32_over_tf_batch1": tf_r["batch1_p50_ms"] / fp32_r["batch1_p50_ms"],
         "ort_fp32_over_tf_batch256": fp32_r["batch256_images_per_s"] / tf_r["batch256_images_per_s"],
         "int8_over_fp32_batch256": int8_r["batch256_images_per_s"] / fp32_r["batch256_images_per_s"],
     }
-    return result
 
 
 def bench_rss(steps, width=16):

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from bench import flops
-from bench.__main__ import table
+from bench import __main__ as bench_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,22 +20,52 @@ def test_flop_count_matches_the_published_figure():
     assert flops.conv_macs(32) < flops.conv_macs(64) / 3.9
 
 
-def test_table_reports_every_section():
-    mode = {"images_per_s": 80.0, "gflops": 182.0, "fraction_of_matmul": 0.9}
-    runner = {"batch256_images_per_s": 300.0, "batch1_p50_ms": 4.0, "threads": 2}
+def test_time_runner_measures_throughput_and_median_latency(monkeypatch):
+    """On a clock that only the runner moves (1 ms an image plus 2 ms a call, the 3rd
+    single-image call 10 ms slower): 256 / 0.258 s at batch 256, and the median ignores
+    the outlier."""
+    import numpy as np
+
+    now, calls = [0.0], []
+
+    def run(batch):
+        calls.append(len(batch))
+        now[0] += 0.001 * len(batch) + 0.002 + (0.010 if calls.count(1) == 4 else 0.0)
+    monkeypatch.setattr(bench_main.time, "perf_counter", lambda: now[0])
+    result = bench_main._time_runner(run, np.zeros((256, 32, 32, 3), np.uint8), reps_big=3, reps_one=5)
+    assert calls == [256, 1] + [256] * 3 + [1] * 5  # one warm-up of each, not timed
+    assert result["batch256_images_per_s"] == pytest.approx(256 / 0.258)
+    assert result["batch1_p50_ms"] == pytest.approx(3.0)
+
+
+def test_table_reports_the_derived_rates_and_ratios():
+    """The table from raw measurements: GFLOP/s and the share of the matmul peak from
+    images/s, and which runtime is how many times faster (batch 1 by latency, batch 256 by
+    throughput), each worked out by hand below."""
+    flop_per_image = 2.28e9
+    steps = {"eager": 20.0, "function": 80.0, "xla": 60.0}  # images/s
+    inference = {"tf_savedmodel": {"batch256_images_per_s": 200.0, "batch1_p50_ms": 6.0, "threads": 2},
+                 "onnxruntime_fp32": {"batch256_images_per_s": 300.0, "batch1_p50_ms": 4.0, "threads": 2},
+                 "onnxruntime_int8": {"batch256_images_per_s": 750.0, "batch1_p50_ms": 2.0, "threads": 2}}
+    inference["ratios"] = bench_main.inference_ratios(inference)
     results = {
         "pipeline": {"seed": 15000.0, "fast": 240000.0, "fast_over_seed": 16.0},
-        "train_step": {"width": 64, "batch_size": 512, "threads": 2, "matmul_gflops": 200.0,
-                       "train_gflop_per_image": 2.28, "eager": mode, "function": mode, "xla": mode},
-        "inference": {"tf_savedmodel": runner, "onnxruntime_fp32": runner, "onnxruntime_int8": runner,
-                      "ratios": {"ort_fp32_over_tf_batch1": 1.5, "ort_fp32_over_tf_batch256": 1.0,
-                                 "int8_over_fp32_batch256": 3.0}},
+        "train_step": {"width": 64, "batch_size": 512, "threads": 2, "matmul_gflops": 240.0,
+                       "train_gflop_per_image": flop_per_image / 1e9,
+                       **{m: bench_main.step_rates(r, flop_per_image, 240.0) for m, r in steps.items()}},
+        "inference": inference,
         "peak_rss": {"width": 16, "steps": 3, "seed_peak_mb": 4000.0, "fast_peak_mb": 1400.0},
     }
-    text = table(results)
-    for fragment in ("fast/seed 16.0x", "function", "90.0% of matmul", "onnxruntime_int8",
-                     "INT8 vs fp32 at batch 256: 3.00x", "seed 4,000 MB, fast 1,400 MB"):
-        assert fragment in text
+    rows = bench_main.table(results).splitlines()
+    # function: 80 x 2.28 = 182.4 GFLOP/s, 182.4 / 240 = 76.0%; eager 45.6 (19.0%); xla 136.8 (57.0%)
+    assert "  function    80.0 images/s   182.4 GFLOP/s   76.0% of matmul" in rows
+    assert "  eager       20.0 images/s    45.6 GFLOP/s   19.0% of matmul" in rows
+    assert "  xla         60.0 images/s   136.8 GFLOP/s   57.0% of matmul" in rows
+    # 6 ms / 4 ms: ONNX Runtime 1.5x faster at batch 1; 300 / 200 and 750 / 300 at batch 256
+    assert ("  ORT fp32 vs TF: 1.50x at batch 1, 1.50x at batch 256; INT8 vs fp32 at batch 256: "
+            "2.50x") in rows
+    assert rows[0].startswith("input pipeline") and "fast/seed 16.0x" in rows[1]
+    assert rows[-1] == "peak RSS, training on 50,000 images (width 16, 3 steps): seed 4,000 MB, fast 1,400 MB"
 
 
 def test_peak_rss_child_reports_its_own_peak():
