@@ -2,7 +2,6 @@
 host and a GPU: everything the compiled step reads or updates must be on the device the
 model was built on. Prints one JSON object per mode given. Its own process: logical devices must be set
 before TensorFlow starts."""
-import dataclasses
 import json
 import sys
 
