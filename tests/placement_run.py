@@ -1,7 +1,7 @@
 """Where the training state lives, checked on two logical CPU devices standing in for a
 host and a GPU: everything the compiled step reads or updates must be on the device the
-model was built on. Prints one JSON object per mode given. Its own process: logical devices must be set
-before TensorFlow starts."""
+model was built on. Prints one JSON object per mode given. Its own process: logical
+devices must be set before TensorFlow starts."""
 import json
 import sys
 

@@ -11,6 +11,7 @@ import pytest
 
 from legacy_eager import devices
 from legacy_eager.errors import UsageError
+from tests.children import run_child
 from tests import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -128,11 +129,7 @@ def test_training_names_its_devices_and_stops_on_an_unseen_gpu(tree, tmp_path):
 @pytest.fixture(scope="module")
 def placements():
     """tests/placement_run for both compiled modes, in one child process: {mode: result}."""
-    done = subprocess.run([sys.executable, "-m", "tests.placement_run", "function", "xla"], cwd=ROOT,
-                          env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    results, _ = run_child("tests.placement_run", "function", "xla")
     return {r.pop("mode"): r for r in results}
 
 

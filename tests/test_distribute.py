@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from tests.children import run_child
+
 from legacy_eager import train
 
 pytestmark = pytest.mark.slow  # trains or starts servers; ./run.sh test --fast leaves it out
@@ -15,11 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _replica_run(steps):
     """What tests/replica_run measured after its first step and after its last."""
-    done = subprocess.run([sys.executable, "-m", "tests.replica_run", str(steps)], cwd=ROOT,
-                          env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return run_child("tests.replica_run", steps)[0]
 
 
 def test_two_replica_step_equals_one_replica_step():

@@ -1,19 +1,16 @@
 """Resume after SIGINT, a damaged checkpoint, determinism, and the non-finite-loss stop."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+
+from tests.children import run_child
 import tensorflow as tf
 
 from legacy_eager import train
 from legacy_eager.config import parse_args
 from legacy_eager.errors import run_cli
 from legacy_eager.run import run
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 RESUME_CASES = ("fast:fp32:full", "fast:mixed_bfloat16:light", "fast:mixed_float16:light")
 
@@ -22,13 +19,9 @@ RESUME_CASES = ("fast:fp32:full", "fast:mixed_bfloat16:light", "fast:mixed_float
 def resumed(tmp_path_factory):
     """tests/resume_run's cases, run once in one child process (TensorFlow's op determinism
     is process-wide): {case: what it measured}, and the child's stderr."""
-    done = subprocess.run([sys.executable, "-m", "tests.resume_run",
-                           str(tmp_path_factory.mktemp("resume")), *RESUME_CASES],
-                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    return {r.pop("case"): r for r in results}, done.stderr
+    results, stderr = run_child("tests.resume_run", tmp_path_factory.mktemp("resume"), *RESUME_CASES,
+                                timeout=900)
+    return {r.pop("case"): r for r in results}, stderr
 
 
 @pytest.mark.slow
