@@ -4,11 +4,14 @@ Connection: close, requests in flight finish, and the process exits 0."""
 import http.client
 import json
 import signal
+import socket
+import sys
 import threading
 import time
 
 import pytest
 
+from export.serving import lifecycle
 from tests import onnx_models
 from tests.serving import Server
 
@@ -71,3 +74,38 @@ def test_sigterm_under_16_clients_gives_answers_503s_or_refusals_never_a_reset(m
     assert code == 0, err[-2000:]
     assert status_during_drain == 503 and answered_during_drain > 0
     assert outcomes.count("answer") > 20 and outcomes[-1] == "refused"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a Linux socket filter")
+def test_the_closing_listener_queues_no_new_connection_and_the_late_client_is_refused():
+    """The window the test above can only hit by chance: a connection that joins the listen
+    queue after the last accept is reset when the port closes. With the SYN filter on, the
+    queued connection is still accepted and answered, a new one never joins the queue, and
+    once the port is closed its retried SYN is refused."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=8)
+    port = listener.getsockname()[1]
+    queued = socket.create_connection(("127.0.0.1", port), timeout=5)
+    assert lifecycle._drop_new_connections(listener)
+    late = []
+
+    def connect_late():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=10).close()
+            late.append("connected")
+        except OSError as e:
+            late.append(type(e).__name__)
+
+    thread = threading.Thread(target=connect_late)
+    thread.start()
+    time.sleep(0.3)  # its SYN has been sent, and dropped
+    listener.setblocking(False)
+    conn, _ = listener.accept()
+    queued.sendall(b"ping")
+    assert conn.recv(4) == b"ping"
+    with pytest.raises(BlockingIOError):  # the late client never reached the queue
+        listener.accept()
+    listener.close()
+    thread.join()
+    assert late == ["ConnectionRefusedError"]
+    conn.close()
+    queued.close()
