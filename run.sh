@@ -94,7 +94,7 @@ case "${1:-}" in
   test) shift; cd "$ROOT"
     # --fast: every test but those marked slow (training, servers, installs)
     if [[ "${1:-}" == "--fast" ]]; then shift; set -- -m "not slow" "$@"; fi
-    exec "$PY" -m pytest tests "$@" ;;
+    exec "$PY" -m pytest "$@" ;;  # no paths given: pyproject's testpaths, all of tests/
   bench) shift; exec "$PY" -m bench "$@" ;;
   repro) shift; exec "$PY" -m export.repro "$@" ;;
   serve) shift; exec "$PY" -m export.serve "$@" ;;
