@@ -11,8 +11,8 @@ import pytest
 
 from legacy_eager import devices
 from legacy_eager.errors import UsageError
-from tests.children import run_child
 from tests import synthetic
+from tests.children import run_child
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TF_VERSION = next(line.split("==")[1].strip() for line in open(os.path.join(ROOT, "requirements.txt"))

@@ -6,9 +6,8 @@ import sys
 
 import pytest
 
-from tests.children import run_child
-
 from legacy_eager import train
+from tests.children import run_child
 
 pytestmark = pytest.mark.slow  # trains or starts servers; ./run.sh test --fast leaves it out
 

@@ -3,14 +3,13 @@ import json
 import os
 
 import pytest
-
-from tests.children import run_child
 import tensorflow as tf
 
 from legacy_eager import train
 from legacy_eager.config import parse_args
 from legacy_eager.errors import run_cli
 from legacy_eager.run import run
+from tests.children import run_child
 
 RESUME_CASES = ("fast:fp32:full", "fast:mixed_bfloat16:light", "fast:mixed_float16:light")
 

@@ -59,14 +59,11 @@ class DrainingServer(uvicorn.Server):
         loop = asyncio.get_running_loop()
         # gRPC: new calls refused (UNAVAILABLE), those in flight finish, beside HTTP's close
         closers = [loop.create_task(close()) for close in self.phase.on_close]
-        filtered = [_drop_new_connections(sock)
-                    for server in self.servers for sock in server.sockets or ()]
-        if any(filtered):
+        listeners = [sock for server in self.servers for sock in server.sockets or ()]
+        if any([_drop_new_connections(sock) for sock in listeners]):  # a list: filter each
             await asyncio.sleep(HANDSHAKE_SECONDS)
-        accepted = []
+        accepted = [conn for sock in listeners for conn in _accept_waiting(sock)]
         for server in self.servers:
-            for listener in server.sockets or ():
-                accepted += _accept_waiting(listener)
             server.close()  # from here on a connection attempt is refused
         for conn in accepted:
             await loop.connect_accepted_socket(self._protocol, conn)
