@@ -15,6 +15,8 @@ Deviations from the seed, each needed on TF 2:
   logits (`flip_tta_logits`) with the same formula.
 - `dtype` takes a Keras mixed-precision policy name ("mixed_float16", "mixed_bfloat16"):
   layers compute in half precision, variables stay float32, logits come back float32.
+  A plain "float64" computes and returns float64 throughout (a test compares the XLA
+  and function steps there: in float32 their different rounding compounds).
 """
 import math
 
@@ -105,8 +107,9 @@ class DavidNet(tf_keras.Model):
         h = self.init_conv_bn(x, training=training)
         h = self.blk3(self.blk2(self.blk1(h, training=training), training=training),
                       training=training)
-        # float32 whatever the compute precision: the loss and softmax need the range.
-        return tf.cast(self.linear(self.pool(h)) * self.weight, tf.float32)
+        h = self.linear(self.pool(h)) * self.weight
+        # At least float32 whatever the compute precision: the loss and softmax need the range.
+        return h if h.dtype.size >= 4 else tf.cast(h, tf.float32)
 
     def call(self, x, y, training=False):
         h = self.logits(x, training=training)

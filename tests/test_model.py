@@ -158,3 +158,14 @@ def test_inference_is_deterministic_and_training_is_not():
     a, b = model.logits(x, training=True), model.logits(x, training=True)
     assert not np.allclose(a.numpy(), b.numpy())  # dropout is on in training
     assert not np.allclose(bn.moving_mean.numpy(), before)  # and BatchNorm statistics move
+
+
+def test_logits_are_float32_under_half_precision_and_float64_in_float64():
+    """Half-precision policies hand the loss float32 logits (softmax needs the range); a
+    float64 model keeps float64 to the end, which the XLA step test relies on."""
+    x = tf.zeros([2, 32, 32, 3])
+    for dtype, expected in [("mixed_bfloat16", tf.float32), ("mixed_float16", tf.float32),
+                            (None, tf.float32), ("float64", tf.float64)]:
+        model = build(DavidNet(c=2, dtype=dtype))
+        assert model.logits(x).dtype == expected, dtype
+        assert model(x, tf.zeros([2], tf.int64))[0].dtype == expected, dtype
