@@ -25,8 +25,8 @@ def _batches(n_batches, batch_size, seed=0):
             for i in range(0, len(x), batch_size)]
 
 
-def _trainer(config, len_train, weights=None):
-    model = build(DavidNet(c=config.width, dropout=config.dropout))  # fp32
+def _trainer(config, len_train, weights=None, dtype=None):
+    model = build(DavidNet(c=config.width, dropout=config.dropout, dtype=dtype))  # fp32 by default
     if weights is not None:
         model.set_weights(weights)
     return Trainer(config, len_train, model=model)
@@ -110,14 +110,9 @@ def test_checkpoint_restores_model_optimizer_and_step(tmp_path):
 
 def _twins(config, dtype):
     """A `function` and an `xla` trainer on the same initial weights (in `dtype`)."""
-    def model():
-        return build(DavidNet(c=config.width, dropout=0.0, dtype=dtype))
-    init = model().get_weights()
-    twins = {}
-    for mode in ("function", "xla"):
-        twins[mode] = Trainer(dataclasses.replace(config, mode=mode), 48, model=model())
-        twins[mode].model.set_weights(init)
-    return twins
+    init = build(DavidNet(c=config.width, dropout=config.dropout, dtype=dtype)).get_weights()
+    return {mode: _trainer(dataclasses.replace(config, mode=mode), 48, init, dtype)
+            for mode in ("function", "xla")}
 
 
 @pytest.mark.slow

@@ -60,7 +60,8 @@ class DrainingServer(uvicorn.Server):
         # gRPC: new calls refused (UNAVAILABLE), those in flight finish, beside HTTP's close
         closers = [loop.create_task(close()) for close in self.phase.on_close]
         listeners = [sock for server in self.servers for sock in server.sockets or ()]
-        if any([_drop_new_connections(sock) for sock in listeners]):  # a list: filter each
+        filtered = [_drop_new_connections(sock) for sock in listeners]
+        if any(filtered):
             await asyncio.sleep(HANDSHAKE_SECONDS)
         accepted = [conn for sock in listeners for conn in _accept_waiting(sock)]
         for server in self.servers:
