@@ -78,7 +78,8 @@ def changed_flags(folder, seed, train_flags):
     "--width 16, not 32" phrases; empty when they are the same run."""
     info, wanted = read_run_info(folder, "--out"), parse_args(train_flags)
     # run_config: a flag an older config.json lacks reads as its default (--dropout: 0.05)
-    saved, ignored = run_config(info).to_dict(), Config.PER_PROCESS + ("out", "data")
+    # Runs compare by their effective flags: a recipe's name is only how they were typed.
+    saved, ignored = run_config(info).to_dict(), Config.PER_PROCESS + ("out", "data", "recipe")
     changed = [f"--{key.replace('_', '-')} {saved[key]}, not {value}"
                for key, value in dict(wanted.to_dict(), seed=seed).items()
                if key not in ignored and saved[key] != value]

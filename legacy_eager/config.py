@@ -1,4 +1,6 @@
-"""Flags and their defaults (the seed's Colab form values). Framework-free."""
+"""Flags and their defaults (the seed's Colab form values), and the named recipes.
+Framework-free."""
+import argparse
 import dataclasses
 from dataclasses import dataclass
 
@@ -29,12 +31,35 @@ class Config:
     cutout: int = 0             # Page's Cutout: an N x N square per training image set to 0 (not in the seed)
     dropout: float = 0.05       # the seed's rate after every conv; 0: the layers pass through (Page's dawn.py has none)
     allow_cpu: bool = False     # train on the CPU although nvidia-smi lists a GPU TensorFlow cannot use
+    recipe: str | None = None   # the --recipe that set some of the flags above (RECIPES), if any
 
     # How this process runs, not what the run is: --resume takes them anew.
     PER_PROCESS = ("resume", "allow_cpu")
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+
+# The rows of the published-vs-port table, by name. A recipe sets only the flags that
+# define it; a flag typed on the command line wins over its recipe.
+RECIPES = {
+    # the notebook as published: its weight-decay loop assigns to a copy, so changes nothing
+    "notebook": {"wd_loop": "seed", "cutout": 0, "dropout": 0.05},
+    # this port's default: the seed's recipe with the weight decay it meant to apply
+    "default": {"wd_loop": "intended", "cutout": 0, "dropout": 0.05},
+    # Page's DAWNBench entry (dawn.py): Cutout 8x8, no dropout
+    "dawnbench": {"wd_loop": "intended", "cutout": 8, "dropout": 0.0},
+}
+
+
+def flag_name(field):
+    return "--" + field.replace("_", "-")
+
+
+def describe_recipe(name):
+    """`--wd-loop seed --cutout 0 --dropout 0.05`: the flags a recipe sets."""
+    return " ".join(f"{flag_name(k)} {v:g}" if isinstance(v, float) else f"{flag_name(k)} {v}"
+                    for k, v in RECIPES[name].items())
 
 
 _fraction = checked(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
@@ -45,7 +70,15 @@ def parser():
     d = Config()
     p = Parser(prog="python -m legacy_eager.train",
                 description="Train DavidNet on CIFAR-10 with the seed's recipe (TF 1.x eager "
-                            "port). Defaults are the blog's run: 24 epochs to about 94%.")
+                            "port). The defaults are the port's recipe (--recipe default): the "
+                            "seed's 24 epochs with its weight decay applied; 94% takes flip "
+                            "TTA or --recipe dawnbench (docs/reproducing.md).",
+                epilog="recipes (--recipe NAME sets these flags; a flag you type wins):\n"
+                       + "\n".join(f"  {name:10} {describe_recipe(name)}" for name in RECIPES),
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe", choices=tuple(RECIPES), default=None, metavar="NAME",
+                   help="a named recipe: " + ", ".join(RECIPES) + " (listed below); sets "
+                        "--wd-loop, --cutout and --dropout unless you type them")
     p.add_argument("--epochs", type=positive(int, "integer"), default=d.epochs,
                    help="default %(default)s")
     p.add_argument("--batch-size", type=positive(int, "integer"), default=d.batch_size,
@@ -108,12 +141,38 @@ def parser():
     return p
 
 
+_UNTYPED = object()
+
+
+def typed_fields(argv):
+    """The Config fields whose flags appear in argv, whatever their values: argparse fills
+    in a default only where the namespace has no value yet, so the fields left at the
+    marker were not typed."""
+    fields = [f.name for f in dataclasses.fields(Config)]
+    namespace = parser().parse_args(argv, argparse.Namespace(**dict.fromkeys(fields, _UNTYPED)))
+    return {k for k in fields if getattr(namespace, k) is not _UNTYPED}
+
+
+def recipe_record(config):
+    """What config.json says of the recipe: its name, the flags it set, and those a typed
+    flag overrode; None without --recipe."""
+    if config.recipe is None:
+        return None
+    values = config.to_dict()
+    return {"name": config.recipe,
+            "set": {k: v for k, v in RECIPES[config.recipe].items() if values[k] == v},
+            "overridden": {k: values[k] for k, v in RECIPES[config.recipe].items()
+                           if values[k] != v}}
+
+
 def parse_args(argv=None):
     args = vars(parser().parse_args(argv))
+    typed = typed_fields(argv)
     if args["resume"]:
-        given = {k: v for k, v in args.items()
-                 if k not in Config.PER_PROCESS and v != getattr(Config(), k)}
+        given = sorted(typed - {"resume", *Config.PER_PROCESS})
         if given:
-            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            flags = ", ".join(flag_name(k) for k in given)
             raise UsageError(f"--resume continues a run with its own flags; drop {flags}")
+    if args["recipe"]:
+        args.update({k: v for k, v in RECIPES[args["recipe"]].items() if k not in typed})
     return Config(**args)

@@ -14,6 +14,7 @@ import numpy as np
 from legacy_eager import data as cifar
 from legacy_eager import devices, run_folder
 from legacy_eager.atomic import write_json
+from legacy_eager.config import recipe_record
 from legacy_eager.errors import UsageError
 
 
@@ -68,6 +69,7 @@ def describe_run(*, config, tf, source, len_train, len_test, train_mean, train_s
                  device_info):
     return {
         "config": config.to_dict(),
+        "recipe": recipe_record(config),
         "data": {"source": source, "path": cifar.data_path(config.data),
                  "len_train": len_train, "len_test": len_test,
                  "classes": list(cifar.CLASSES),
