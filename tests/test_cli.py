@@ -148,14 +148,14 @@ def test_tf_config_with_devices_is_refused_in_one_line(monkeypatch, capsys):
 
 
 def test_readme_flag_table_matches_the_parser():
-    """README's Flags table names every flag legacy_eager.train takes, no other, with the
-    parser's defaults (numbers, `words` and off; the prose ones are read by people)."""
+    """docs/training.md's Flags table names every flag legacy_eager.train takes, no other,
+    with the parser's defaults (numbers, `words` and off; the prose ones are read by people)."""
     import re
 
     from legacy_eager.config import parser
 
     actions = {a.option_strings[0]: a for a in parser()._actions if a.option_strings[0] != "-h"}
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+    with open(os.path.join(ROOT, "docs", "training.md"), encoding="utf-8") as f:
         section = f.read().split("\n## Flags\n", 1)[1].split("\n## ", 1)[0]
     documented = {}
     for row in (line for line in section.splitlines() if line.startswith("| `--")):
