@@ -23,7 +23,7 @@ def test_the_serve_extra_serves_without_tensorflow(tmp_path):
 
     source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info beside it
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(os.path.join(ROOT, name), source)
     for package in ("legacy_eager", "export"):
         shutil.copytree(os.path.join(ROOT, package), source / package,
