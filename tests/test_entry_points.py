@@ -23,6 +23,8 @@ ENTRY_POINTS = {
     "export.model_repository": ["{tmp}/run", "{tmp}/repo"],
     "bench": [],
     "bench serve": [],
+    "bench.step_variants": [],
+    "bench.grpc_clients": ["--port", "1", "--clients", "1", "--requests", "1"],
 }
 # entry point -> the arguments that name a file that is not there
 MISSING_FILE = {
