@@ -25,14 +25,12 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from bench import flops  # noqa: E402
-from bench.exports import make_export, synthetic  # noqa: E402
-from legacy_eager.cli import Parser  # noqa: E402
-from legacy_eager.errors import run_cli  # noqa: E402
+from bench import flops
+from bench.exports import make_export, synthetic
+from legacy_eager.cli import Parser
+from legacy_eager.errors import UsageError, run_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -195,20 +193,39 @@ def table(results):
     return "\n".join(rows)
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["serve"]:
-        from bench import serve
+def parser():
+    """`python -m bench [--quick]`, and its one subcommand, `serve` (bench/serve.py's flags)."""
+    from bench import serve
 
-        return serve.main(argv[1:])
-    return run_cli(bench_all, argv)
-
-
-def bench_all(argv):
     p = Parser(prog="python -m bench", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller and fewer repetitions (< 3 min)")
-    args = p.parse_args(argv)
+    commands = p.add_subparsers(dest="command", metavar="[serve]")
+    served = serve.parser()
+    commands.add_parser("serve", parents=[served], add_help=False,
+                        description=served.description, formatter_class=served.formatter_class,
+                        help="the HTTP and gRPC server under load, a version swap (bench/serve.py)")
+    return p
+
+
+def main(argv=None):
+    return run_cli(bench, sys.argv[1:] if argv is None else argv)
+
+
+def bench(argv):
+    args = parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # for TensorFlow here and in children
+    if args.command == "serve":
+        if argv[0] != "serve":  # argparse would let serve's own default hide it
+            raise UsageError(f"{argv[0]}: give serve's flags after it: python -m bench serve "
+                             "[--quick]")
+        from bench import serve
+
+        return serve.run(args.quick)
+    return bench_all(args.quick)
+
+
+def bench_all(quick):
     import platform
 
     import tensorflow as tf
@@ -217,17 +234,17 @@ def bench_all(argv):
     results = {
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "tensorflow": tf.__version__, "gpus": len(tf.config.list_physical_devices("GPU"))},
-        "quick": args.quick,
-        "pipeline": bench_pipelines(epochs=1 if args.quick else 2),
-        "train_step": bench_train_steps(batch_size=128 if args.quick else 512,
-                                        steps=2 if args.quick else 3),
-        "inference": bench_inference(reps_big=3 if args.quick else 10,
-                                     reps_one=20 if args.quick else 100),
-        "peak_rss": bench_rss(steps=3 if args.quick else 10),
+        "quick": quick,
+        "pipeline": bench_pipelines(epochs=1 if quick else 2),
+        "train_step": bench_train_steps(batch_size=128 if quick else 512,
+                                        steps=2 if quick else 3),
+        "inference": bench_inference(reps_big=3 if quick else 10,
+                                     reps_one=20 if quick else 100),
+        "peak_rss": bench_rss(steps=3 if quick else 10),
     }
     from bench import serve
 
-    results["serve"] = serve.bench_serve(quick=True) if args.quick else None
+    results["serve"] = serve.bench_serve(quick=True) if quick else None
     results["seconds"] = time.perf_counter() - start
     print(table(results))
     if results["serve"]:

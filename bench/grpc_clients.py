@@ -9,23 +9,39 @@ each, as tensor_content), after a barrier; prints one JSON line: images/s, p50/p
 import argparse
 import contextlib
 import json
+import sys
 
 import numpy as np
 
 from bench.load import run_clients
+from legacy_eager.cli import Parser, checked, positive
+from legacy_eager.errors import run_cli
+
+
+def parser():
+    p = Parser(prog="python -m bench.grpc_clients", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--port", type=checked(int, "a port 1..65535", lambda v: 0 < v < 65536),
+                   required=True, help="the server's gRPC port, on 127.0.0.1")
+    p.add_argument("--clients", type=positive(int, "integer"), required=True,
+                   help="threads, each with its own channel")
+    p.add_argument("--requests", type=positive(int, "integer"), required=True,
+                   help="Predict calls in all")
+    p.add_argument("--images", type=positive(int, "integer"), default=1,
+                   help="images per call (default 1)")
+    return p
 
 
 def main(argv=None):
+    return run_cli(drive, argv)
+
+
+def drive(argv):
+    args = parser().parse_args(argv)
     import grpc
 
     from export.serving.protos import tf_serving_pb2, tf_serving_pb2_grpc, tf_tensor_pb2
 
-    p = argparse.ArgumentParser(prog="python -m bench.grpc_clients")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--clients", type=int, required=True)
-    p.add_argument("--requests", type=int, required=True)
-    p.add_argument("--images", type=int, default=1)
-    args = p.parse_args(argv)
 
     images = np.random.default_rng(4).integers(0, 256, (args.images, 32, 32, 3), dtype=np.uint8)
     request = tf_serving_pb2.PredictRequest()
@@ -49,5 +65,6 @@ def main(argv=None):
             yield call
     print(json.dumps(run_clients(args.clients, args.requests, session, args.images)))
 
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

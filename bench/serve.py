@@ -13,6 +13,7 @@ Goals, on a 2-core CPU: 32 single-image clients reach 80% of the batch-256 image
 100 ms with 8 clients; server RSS < 600 MB with two versions loaded; no failed request in
 the swap.
 """
+import argparse
 import contextlib
 import http.client
 import json
@@ -27,6 +28,8 @@ import time
 import numpy as np
 
 from bench.load import run_clients
+from legacy_eager.cli import Parser
+from legacy_eager.errors import run_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOALS = {"single_32_over_batch256": 0.80, "p99_ms_at_8": 100.0, "server_rss_mb": 600.0,
@@ -257,21 +260,22 @@ def table(r):
     return "\n".join(rows)
 
 
+def parser():
+    p = Parser(prog="python -m bench serve", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="fewer requests (about a minute)")
+    return p
+
+
+def run(quick):
+    result = bench_serve(quick)
+    print(table(result))
+    print(json.dumps({"serve": result}))
+    return 0
+
+
 def main(argv=None):
-    import argparse
-
-    from legacy_eager.cli import Parser
-    from legacy_eager.errors import run_cli
-
-    def body():
-        p = Parser(prog="python -m bench serve", description=__doc__,
-                   formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--quick", action="store_true", help="fewer requests (about a minute)")
-        args = p.parse_args(argv)
-        result = bench_serve(args.quick)
-        print(table(result))
-        print(json.dumps({"serve": result}))
-    return run_cli(body)
+    return run_cli(lambda: run(parser().parse_args(argv).quick))
 
 
 if __name__ == "__main__":

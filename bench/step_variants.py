@@ -13,6 +13,9 @@ import subprocess
 import sys
 import time
 
+from legacy_eager.cli import Parser, positive
+from legacy_eager.errors import run_cli
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 VARIANTS = {  # name: (environment, training flags)
@@ -49,12 +52,23 @@ def child(batch_size, steps, flags):
     print(batch_size * steps / (time.perf_counter() - t))
 
 
+def parser():
+    p = Parser(prog="python -m bench.step_variants", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch-size", type=positive(int, "integer"), default=512,
+                   help="images per train step (default 512, the recipe's)")
+    p.add_argument("--steps", type=positive(int, "integer"), default=3,
+                   help="timed steps per variant, after one untimed step that traces and "
+                        "compiles (default 3)")
+    return p
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m bench.step_variants", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--steps", type=int, default=3)
-    args = p.parse_args(argv)
+    return run_cli(compare, argv)
+
+
+def compare(argv):
+    args = parser().parse_args(argv)
     rates = {}
     for name, (env, flags) in VARIANTS.items():
         done = subprocess.run(

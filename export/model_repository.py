@@ -72,9 +72,14 @@ def parser():
     p.add_argument("out", metavar="OUT", help="the repository folder (created if missing)")
     p.add_argument("--name", default="davidnet", help="the model's name (default davidnet)")
     p.add_argument("--max-batch-size", type=positive(int, "integer"), default=256,
-                   help="Triton's max_batch_size (default 256)")
+                   help="Triton's max_batch_size: the most images Triton puts in one "
+                        "batch (default 256)")
     p.add_argument("--max-queue-delay-us", type=non_negative(int, "integer"), default=2000,
-                   help="dynamic batching's max_queue_delay_microseconds (default 2000)")
+                   metavar="MICROSECONDS",
+                   help="how long Triton's dynamic batcher may hold a request, waiting for "
+                        "others to share its batch, in microseconds: config.pbtxt's "
+                        "max_queue_delay_microseconds (default 2000, that is 2 ms, as "
+                        "export.serve's --batch-window-ms)")
     return p
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from legacy_eager.atomic import staged_path
 from export.predict import OnnxClassifier, accuracy_report
 from export.savedmodel import (SIGNATURE_NAME, TTA_SIGNATURE_NAME, export_savedmodel, metadata,
-                               read_run, run_dir_cli)
+                               read_run, run_dir_cli, run_dir_parser)
 from legacy_eager.errors import UserFacingError
 
 OPSET = 17
@@ -225,9 +225,14 @@ def export_onnx(run_dir, log=print, int8=False):
     return result
 
 
+def parser():
+    p = run_dir_parser("python -m export.onnx", __doc__)
+    p.add_argument("--int8", action="store_true", help="also write model.int8.onnx")
+    return p
+
+
 def main(argv=None):
-    flags = [("--int8", {"action": "store_true", "help": "also write model.int8.onnx"})]
-    return run_dir_cli("python -m export.onnx", __doc__, export_onnx, argv, flags)
+    return run_dir_cli(parser(), export_onnx, argv)
 
 
 if __name__ == "__main__":

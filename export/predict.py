@@ -11,8 +11,18 @@ to 32x32 with Pillow's bilinear filter, aspect ratio not kept.
 --evaluate reads labels from each image's parent folder (a CIFAR-10 class name) and
 prints overall and per-class accuracy and the 10x10 confusion matrix (--plot draws it);
 in trees with train/ and test/ folders only the --split folder counts. --tta averages
-each image's logits with its mirror image's (flip test-time augmentation, two passes). A file that cannot be read gets one line on stderr; the rest are
-still classified, and the exit code is 1 at the end.
+each image's logits with its mirror image's (flip test-time augmentation, two passes). A
+file that cannot be read gets one line on stderr; the rest are still classified, and the
+exit code is 1 at the end.
+
+What it needs: onnxruntime, numpy and Pillow (never TensorFlow), and from this project
+the command-line convention it shares with every command: legacy_eager/cli.py and
+legacy_eager/errors.py (standard library only). So either install the project's serving
+set (pip install "REPOSITORY[serve]", which gives davidnet-predict) or copy these five files,
+keeping their folders, and run `python -m export.predict` beside them:
+export/__init__.py, export/predict.py, legacy_eager/__init__.py, legacy_eager/cli.py,
+legacy_eager/errors.py. --plot also needs matplotlib and legacy_eager/plots.py and
+legacy_eager/atomic.py.
 """
 import argparse
 import json
@@ -185,7 +195,7 @@ def format_confusion(matrix, class_names):
     return "\n".join(lines)
 
 
-def _parser():
+def parser():
     p = Parser(prog="python -m export.predict", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL.onnx")
@@ -211,9 +221,15 @@ def main(argv=None):
 
 
 def predict(argv):
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     if args.plot and not args.evaluate:
         raise UsageError("--plot draws the confusion matrix of --evaluate; add --evaluate")
+    if args.plot:  # checked before any work: only --plot needs matplotlib
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UsageError(f"--plot {args.plot}: needs matplotlib (pip install matplotlib); "
+                             "the rest of export.predict runs without it") from None
     if not os.path.isfile(args.model):
         raise UsageError(f"{args.model}: no such ONNX model file")
     try:

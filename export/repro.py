@@ -22,7 +22,8 @@ import sys
 import numpy as np
 
 from legacy_eager.config import Config, parse_args
-from legacy_eager.cli import Parser
+from legacy_eager.config import parser as training_parser
+from legacy_eager.cli import Parser, checked, positive
 from legacy_eager.errors import Stopped, UsageError, run_cli
 from legacy_eager.atomic import write_json, write_text
 from legacy_eager.run_folder import read_metrics, read_run_info, run_config
@@ -48,25 +49,47 @@ def run_state(folder):
         return "export"
 
 
-def _parser():
-    p = Parser(prog="python -m export.repro", description=__doc__,
-               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", type=int, required=True, help="how many runs (seeds 0..N-1)")
-    p.add_argument("--out", required=True, metavar="DIR", help="holds run-0, run-1, ... and the report")
-    p.add_argument("--target", type=float, default=0.94, help="accuracy to reach (default 0.94)")
+PROG = "python -m export.repro"
+
+
+def _repro_flags(p):
+    """repro's own flags, added to `p`."""
+    p.add_argument("--runs", type=positive(int, "integer"), required=True,
+                   help="how many runs (seeds 0..N-1)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="holds run-0, run-1, ... and the report")
+    p.add_argument("--target", type=checked(float, "an accuracy in (0, 1]", lambda v: 0 < v <= 1),
+                   default=0.94, help="accuracy to reach (default 0.94)")
+    return p
+
+
+class _SetPerRun(argparse.Action):
+    """A training flag that repro sets for each run itself: refused, saying so."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        raise argparse.ArgumentError(self, "repro sets it for each run (seeds 0..N-1, "
+                                           "resumes by itself)")
+
+
+def parser():
+    """The whole command line: repro's flags and the training flags it passes to every run
+    (legacy_eager.config.parser's), but --out, which is repro's, and --seed and --resume,
+    which it sets per run."""
+    training = training_parser()
+    p = Parser(prog=PROG, description=__doc__, epilog=training.epilog, parents=[training],
+               conflict_handler="resolve", formatter_class=argparse.RawDescriptionHelpFormatter)
+    _repro_flags(p)
+    for flag in ("--seed", "--resume"):
+        p.add_argument(flag, action=_SetPerRun, help="set by repro for each run")
     return p
 
 
 def parse(argv):
-    args, train_flags = _parser().parse_known_args(argv)
-    if args.runs < 1:
-        raise UsageError(f"--runs {args.runs}: expected a positive integer")
-    if not 0 < args.target <= 1:
-        raise UsageError(f"--target {args.target}: expected an accuracy in (0, 1]")
-    for flag in ("--seed", "--resume"):
-        if any(f == flag or f.startswith(flag + "=") for f in train_flags):
-            raise UsageError(f"{flag}: repro sets it for each run (seeds 0..N-1, resumes by itself)")
-    config = parse_args(train_flags)  # the training flags fail here, in one line, before any run
+    """(repro's flags, the training flags for every run, as given). parser() reads the whole
+    command line first, so a bad flag of either kind fails in one line before any run."""
+    args = parser().parse_args(argv)
+    _, train_flags = _repro_flags(Parser(add_help=False)).parse_known_args(argv)
+    config = parse_args(train_flags)
     path = data_path(config.data)
     if path and not os.path.exists(path):
         raise UsageError(f"--data {config.data}: no such file or folder")

@@ -128,24 +128,30 @@ def export_savedmodel(run_dir):
     return target
 
 
-def run_dir_cli(prog, doc, action, argv, flags=()):
-    """`prog --run DIR [FLAGS]`: action(DIR, **flags) with one-line errors."""
+def run_dir_parser(prog, doc):
+    """`prog --run DIR`: what both export commands take; each adds its own flags."""
+    p = Parser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, metavar="DIR", help="run folder from legacy_eager.train")
+    return p
+
+
+def run_dir_cli(parser, action, argv):
+    """Parse argv with `parser` (a run_dir_parser), then action(DIR, **the other flags), with
+    one-line errors."""
     def body():
-        p = Parser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--run", required=True, metavar="DIR",
-                       help="run folder from legacy_eager.train")
-        for name, kwargs in flags:
-            p.add_argument(name, **kwargs)
-        args = vars(p.parse_args(argv))
+        args = vars(parser.parse_args(argv))
         run_dir = args.pop("run")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         action(run_dir, **args)
     return run_cli(body)
 
 
+def parser():
+    return run_dir_parser("python -m export.savedmodel", __doc__)
+
+
 def main(argv=None):
-    return run_dir_cli("python -m export.savedmodel", __doc__,
-                       lambda run_dir: print(f"wrote {export_savedmodel(run_dir)}"), argv)
+    return run_dir_cli(parser(), lambda run_dir: print(f"wrote {export_savedmodel(run_dir)}"), argv)
 
 
 if __name__ == "__main__":

@@ -4,22 +4,40 @@ classifier), and print that accuracy beside the training's final val_acc.
 
     python -m export.train_and_export [TRAINING FLAGS]     (flags: python -m legacy_eager.train --help)
 
-Exit codes: 0 done; 2 bad flags or data; 1 export failed its checks (the training run and
-its checkpoints are kept either way).
+Exit codes (the training run and its checkpoints are kept in every case):
+    0    done (also a non-chief worker of a TF_CONFIG cluster, whose chief exports)
+    1    an export failed its checks (export.onnx's parity, or the ONNX accuracy more than
+         0.1 point from the training's) or refused the run (unfinished, or a checkpoint that
+         is not finite); or an unexpected error, in one line (DAVIDNET_TRACEBACK=1 shows it)
+    2    bad flags, paths or data: one line naming the flag or file, before TensorFlow
+         starts; or, once it has, a GPU that nvidia-smi lists and TensorFlow cannot use
+         (--allow-cpu trains on the CPU anyway)
+    3    training diverged: a loss, a checkpointed variable or val_loss stopped being finite
+         (legacy_eager.trainer.Diverged); nothing after the last good checkpoint is saved
+    130  stopped by SIGINT (Ctrl-C); during training, after saving a checkpoint, which
+         `--resume RUN_DIR` goes on from
+    143  stopped by SIGTERM, likewise
 """
 import sys
 
 from export.onnx import ExportFailed, export_onnx
 from export.savedmodel import export_savedmodel
 from legacy_eager.config import parse_args
+from legacy_eager.config import parser as training_parser
 from legacy_eager.errors import run_cli
 from legacy_eager.run import run
 
 MAX_ACCURACY_GAP = 0.001  # 0.1 percentage point
+PROG = "python -m export.train_and_export"
+
+
+def parser():
+    """The training flags, which are this command's (./run.sh [FLAGS] runs it)."""
+    return training_parser(PROG)
 
 
 def train_and_export(argv, log=print):
-    summary = run(parse_args(argv), log=log)
+    summary = run(parse_args(argv, parser()), log=log)
     if not summary["chief"]:
         return  # in a TF_CONFIG cluster the chief exports; this worker's folder is gone
     out = summary["out"]

@@ -5,6 +5,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from legacy_eager.cli import Parser, checked, positive
+from legacy_eager.data.common import LAYOUTS
 from legacy_eager.errors import UsageError
 
 
@@ -66,9 +67,14 @@ _fraction = checked(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
 _non_negative = checked(float, "a number >= 0", lambda v: v >= 0)
 
 
-def parser():
+PROG = "python -m legacy_eager.train"
+
+
+def parser(prog=PROG):
+    """The training flags, for `python -m legacy_eager.train` and for the commands that take
+    them too (`prog`: export.train_and_export, the parent of export.repro's)."""
     d = Config()
-    p = Parser(prog="python -m legacy_eager.train",
+    p = Parser(prog=prog,
                 description="Train DavidNet on CIFAR-10 with the seed's recipe (TF 1.x eager "
                             "port). The defaults are the port's recipe (--recipe default): the "
                             "seed's 24 epochs with its weight decay applied; 94% takes flip "
@@ -92,8 +98,8 @@ def parser():
                    help="per example: the summed loss's gradient gets v * wd * batch size "
                         "(default %(default)s)")
     p.add_argument("--width", type=positive(int, "integer"), default=d.width,
-                   help="channels of the first layer; 64 is the blog's, 16 trains ~10x faster "
-                        "(default %(default)s)")
+                   help="channels of the first layer (the blocks use 2x, 4x, 8x); 64 is the "
+                        "blog's network, 16 is for quick checks (default %(default)s)")
     p.add_argument("--mode", choices=("eager", "function", "xla"), default=d.mode,
                    help="eager: the seed's loop as written; function: the same step in "
                         "tf.function; xla: tf.function(jit_compile=True) (default %(default)s)")
@@ -115,14 +121,15 @@ def parser():
                    help="dropout rate after every convolution, in [0, 1); 0 turns it off, as in "
                         "Page's DAWNBench recipe (default %(default)s, the seed's)")
     p.add_argument("--data", metavar="PATH", default=d.data,
-                   help="CIFAR-10 folder or archive (python, binary or image-folder layout); "
-                        "default $CIFAR10_DATA, else download")
+                   help=f"CIFAR-10 as {LAYOUTS}; default $CIFAR10_DATA, else the seed's "
+                        "download (tf.keras.datasets.cifar10)")
     p.add_argument("--train-subset", type=positive(int, "integer"), default=None, metavar="N",
                    help="train on N random training images, drawn with --seed")
     p.add_argument("--test-subset", type=positive(int, "integer"), default=None, metavar="N",
                    help="evaluate on N random test images, drawn with --seed")
     p.add_argument("--seed", type=int, default=d.seed,
-                   help="seeds subsets, initialization and augmentation (default %(default)s)")
+                   help="seeds the subsets, weight initialisation, shuffling, augmentation (crop, "
+                        "flip, cutout) and dropout (default %(default)s)")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="new run folder (default runs/<timestamp>)")
     p.add_argument("--devices", type=positive(int, "integer"), default=d.devices,
@@ -144,12 +151,13 @@ def parser():
 _UNTYPED = object()
 
 
-def typed_fields(argv):
+def typed_fields(argv, p=None):
     """The Config fields whose flags appear in argv, whatever their values: argparse fills
     in a default only where the namespace has no value yet, so the fields left at the
-    marker were not typed."""
+    marker were not typed. `p`: the training parser to read them with (default parser())."""
     fields = [f.name for f in dataclasses.fields(Config)]
-    namespace = parser().parse_args(argv, argparse.Namespace(**dict.fromkeys(fields, _UNTYPED)))
+    namespace = (p or parser()).parse_args(
+        argv, argparse.Namespace(**dict.fromkeys(fields, _UNTYPED)))
     return {k for k in fields if getattr(namespace, k) is not _UNTYPED}
 
 
@@ -165,9 +173,13 @@ def recipe_record(config):
                            if values[k] != v}}
 
 
-def parse_args(argv=None):
-    args = vars(parser().parse_args(argv))
-    typed = typed_fields(argv)
+def parse_args(argv=None, p=None):
+    """The run's Config from the training flags: `p` (default parser(); a command that takes
+    the training flags passes its own) reads them, one line and exit 2 on a bad one; then a
+    recipe fills in the flags not typed."""
+    p = p or parser()
+    args = vars(p.parse_args(argv))
+    typed = typed_fields(argv, p)
     if args["resume"]:
         given = sorted(typed - {"resume", *Config.PER_PROCESS})
         if given:

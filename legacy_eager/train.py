@@ -7,13 +7,13 @@ so a mistake costs a second, not a TensorFlow start-up.
 """
 import sys
 
-from legacy_eager.config import parse_args
+from legacy_eager.config import parse_args, parser
 from legacy_eager.errors import run_cli
 from legacy_eager.run import run
 
 
 def main(argv=None):
-    return run_cli(lambda: run(parse_args(argv)))
+    return run_cli(lambda: run(parse_args(argv, parser())))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """SavedModel and ONNX export of a tiny trained run, and the TensorFlow-free predict CLI."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -344,6 +345,48 @@ def test_predict_never_imports_tensorflow(exported, mixed_folder):
                           env=dict(os.environ, PYTHONPATH=ROOT), timeout=120)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"code": 1, "heavy": []}
+
+
+# What export/predict.py's docstring says it needs from this project, beside onnxruntime,
+# numpy and Pillow.
+PREDICT_FILES = ("export/__init__.py", "export/predict.py", "legacy_eager/__init__.py",
+                 "legacy_eager/cli.py", "legacy_eager/errors.py")
+
+
+def test_predict_runs_from_the_files_its_docstring_names(tmp_path):
+    """Those files alone, copied into an empty folder and run with `python -m export.predict`
+    (no PYTHONPATH: the rest of the project cannot be imported there), classify an image,
+    and a bad flag is still one line and exit 2."""
+    from tests import onnx_models
+
+    for name in PREDICT_FILES:
+        assert name in " ".join(predict.__doc__.split()), name
+        os.makedirs(tmp_path / "kit" / os.path.dirname(name), exist_ok=True)
+        shutil.copy(os.path.join(ROOT, name), tmp_path / "kit" / name)
+    model = onnx_models.save(tmp_path / "m.onnx", favourite=8)
+    image = str(tmp_path / "x.png")
+    Image.new("RGB", (40, 30), (10, 20, 30)).save(image)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+
+    def python(*argv):
+        return subprocess.run([sys.executable, *argv], cwd=tmp_path / "kit", env=env,
+                              capture_output=True, text=True, timeout=120)
+    reachable = python("-c", "import importlib.util as u; print(u.find_spec('legacy_eager.config'))")
+    assert reachable.stdout.strip() == "None"  # only the copied files are there
+    done = python("-m", "export.predict", model, image)
+    assert done.returncode == 0 and done.stderr == "", done.stderr[-2000:]
+    assert done.stdout.startswith(f"{image}\tship 1.000  ")
+    bad = python("-m", "export.predict", model, image, "--top-k", "0")
+    assert (bad.returncode, bad.stderr) == (2, "error: argument --top-k: expected a positive "
+                                               "integer, got 0\n")
+
+
+def test_plot_without_matplotlib_is_one_line_before_any_work(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
+    assert predict.main(["/nonexistent/m.onnx", "/nonexistent/images", "--evaluate",
+                         "--plot", "cm.png"]) == 2
+    assert capsys.readouterr().err == ("error: --plot cm.png: needs matplotlib (pip install "
+                                       "matplotlib); the rest of export.predict runs without it\n")
 
 
 @pytest.mark.slow

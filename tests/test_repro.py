@@ -143,10 +143,19 @@ def test_changed_flags_compares_the_recipe_not_where_it_is_written(tmp_path, mon
         "--dropout 0.05, not 0.0"]
 
 
+def test_the_training_flags_are_passed_on_as_given_and_repros_own_are_not():
+    args, train_flags = repro.parse(["--recipe", "dawnbench", "--runs", "3", "--width", "16",
+                                     "--out", "x", "--target=0.5", "--dropout", "0.1"])
+    assert (args.runs, args.out, args.target) == (3, "x", 0.5)
+    assert train_flags == ["--recipe", "dawnbench", "--width", "16", "--dropout", "0.1"]
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--runs", "2", "--out", "x", "--seed", "3"], "--seed: repro sets it for each run"),
-    (["--runs", "0", "--out", "x"], "--runs 0: expected a positive integer"),
-    (["--runs", "2", "--out", "x", "--target", "94"], "--target 94.0: expected an accuracy in (0, 1]"),
+    (["--runs", "2", "--out", "x", "--resume", "y"], "--resume: repro sets it for each run"),
+    (["--runs", "0", "--out", "x"], "argument --runs: expected a positive integer, got 0"),
+    (["--runs", "2", "--out", "x", "--target", "94"],
+     "argument --target: expected an accuracy in (0, 1], got 94"),
     (["--runs", "2", "--out", "x", "--epochs", "-1"], "argument --epochs: expected a positive integer"),
     (["--runs", "2"], "the following arguments are required: --out"),
 ])

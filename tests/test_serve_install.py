@@ -1,7 +1,7 @@
 """The `serve` extra alone: `pip install ".[serve]"` into a fresh virtualenv gives a
-`davidnet-serve` that answers, in an environment where `import tensorflow` fails. Needs the
-package index (about 20 s with a warm pip cache), so it runs on its own:
-`./run.sh test -m install` (a step of .ci/run)."""
+`davidnet-serve` that answers and a `davidnet-predict` that classifies, in an environment
+where `import tensorflow` fails. Needs the package index (about 20 s with a warm pip
+cache), so it runs on its own: `./run.sh test -m install` (a step of .ci/run)."""
 import os
 import shutil
 import subprocess
@@ -23,7 +23,7 @@ def test_the_serve_extra_serves_without_tensorflow(tmp_path):
 
     source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info beside it
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(os.path.join(ROOT, name), source)
     for package in ("legacy_eager", "export"):
         shutil.copytree(os.path.join(ROOT, package), source / package,
@@ -39,6 +39,14 @@ def test_the_serve_extra_serves_without_tensorflow(tmp_path):
     assert "No module named 'tensorflow'" in no_tf.stderr
 
     model = onnx_models.save(tmp_path / "m.onnx", favourite=8)
+    image = str(tmp_path / "x.png")
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (10, 20, 30)).save(image)
+    predicted = subprocess.run([str(venv / "bin" / "davidnet-predict"), model, image], env=env,
+                               cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert predicted.returncode == 0 and predicted.stdout.startswith(f"{image}\tship "), (
+        predicted.stderr[-2000:])
     port = free_port()
     server = subprocess.Popen([str(venv / "bin" / "davidnet-serve"), model, "--port", str(port),
                                "--grpc-port", str(free_port()), "--quiet"],

@@ -11,9 +11,9 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
 IMAGE_SHAPE = (32, 32, 3)
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
-LAYOUTS = ("cifar-10-python.tar.gz or cifar-10-batches-py/, "
-           "cifar-10-binary.tar.gz or cifar-10-batches-bin/, "
-           "a folder/.tar/.tar.gz with train/<class>/ and test/<class>/ image folders, "
+LAYOUTS = ("the python version (cifar-10-python.tar.gz or cifar-10-batches-py/), "
+           "the binary version (cifar-10-binary.tar.gz or cifar-10-batches-bin/), "
+           "image folders (train/<class>/ and test/<class>/ in a folder, .tar or .tar.gz) "
            "or a TensorFlow Datasets folder (tensorflow_datasets/cifar10/<version>/)")
 CACHE_VERSION = 2
 # Nothing larger is read into memory: an official batch is 30.7 MB (10000 images), a
