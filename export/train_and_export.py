@@ -19,7 +19,7 @@ MAX_ACCURACY_GAP = 0.001  # 0.1 percentage point
 
 
 def train_and_export(argv, log=print):
-    summary = run(parse_args(argv), log=log)
+    summary = run(parse_args(argv), log=log).summary
     if not summary["chief"]:
         return  # in a TF_CONFIG cluster the chief exports; this worker's folder is gone
     out = summary["out"]
