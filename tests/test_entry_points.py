@@ -74,3 +74,11 @@ def test_an_unexpected_error_is_one_line_unless_the_traceback_is_asked_for(capsy
     monkeypatch.setenv(TRACEBACK_VARIABLE, "1")
     with pytest.raises(KeyError):
         run_cli(broken)
+
+
+def test_a_cause_is_the_exceptions_type_and_first_line():
+    from legacy_eager.errors import cause
+
+    assert cause(OSError("disk full\nsecond line")) == "OSError: disk full"
+    assert cause(KeyError()) == "KeyError"
+    assert cause(ValueError("x" * 400), limit=10) == "ValueError: xxxxxxxxxx"
