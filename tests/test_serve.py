@@ -15,10 +15,14 @@ import threading
 import numpy as np
 import pytest
 from PIL import Image
+from selenium import webdriver  # a pinned requirement (the demo page's browser test)
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from export.predict import OnnxClassifier
 from export.serving.batcher import Batcher
-from tests import synthetic
+from tests import programs, synthetic
 from tests.serving import Server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -202,28 +206,11 @@ def test_bad_model_path_is_one_line(tmp_path):
 # ---------------------------------------------------------------- the demo page, in a browser
 
 
-def _browser():
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return None, "selenium is not installed"
-    if not chromium or not driver:
-        return None, "no Chromium and chromedriver (apt-get install chromium chromium-driver)"
-    return (chromium, driver), None
-
-
 @pytest.mark.slow
 def test_demo_page_classifies_a_chosen_image_in_a_real_browser(model, server, tmp_path):
-    found, reason = _browser()
-    if found is None:
-        pytest.skip(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
+    apt = "apt-get install chromium chromium-driver"
+    chromium = programs.find("chromium", "chromium-browser", install=apt)
+    chromedriver = programs.find("chromedriver", install=apt)
     run_dir, images = model
     picture = tmp_path / "picture.png"
     Image.fromarray(images[5]).resize((96, 96), Image.NEAREST).save(picture)
@@ -234,12 +221,12 @@ def test_demo_page_classifies_a_chosen_image_in_a_real_browser(model, server, tm
     top5 = [expected.class_names[i] for i in np.argsort(-probs)[:5]]
 
     options = webdriver.ChromeOptions()
-    options.binary_location = found[0]
+    options.binary_location = chromium
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--no-first-run",
                  f"--user-data-dir={tmp_path / 'profile'}", "--window-size=900,800"):
         options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(found[1]), options=options)
+    browser = webdriver.Chrome(service=Service(chromedriver), options=options)
     try:
         browser.get(f"http://127.0.0.1:{server.port}/")
         assert browser.title == "DavidNet: CIFAR-10 classifier"

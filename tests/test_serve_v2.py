@@ -5,13 +5,13 @@ quick gRPC round trip beside them (the full gRPC tests, with TensorFlow Serving'
 client, are in test_serve_grpc)."""
 import numpy as np
 import pytest
+import tritonclient.http as httpclient  # a pinned requirement: missing, this module fails
+from tritonclient.utils import InferenceServerException
 
 from export.predict import OnnxClassifier
 from tests import onnx_models
 from tests.serving import Server
 
-httpclient = pytest.importorskip("tritonclient.http")
-from tritonclient.utils import InferenceServerException  # noqa: E402
 
 IMAGES = np.random.default_rng(8).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
 
