@@ -8,6 +8,8 @@ os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 import pytest  # noqa: E402
 
 from tests import synthetic  # noqa: E402
+# the slow marker's rule, checked on every test (tests/slow_rule.py)
+from tests.slow_rule import _slow_rule, pytest_configure, pytest_fixture_setup  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,8 @@ def _one_line_error(capsys, argv):
     return err.strip()
 
 
-@pytest.mark.parametrize("pipeline", ["fast", pytest.param("seed", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("pipeline", ["fast", "seed"])
 def test_run_writes_metrics_summary_config_and_checkpoints(tree, tmp_path, capsys, pipeline):
     out = str(tmp_path / "run")
     assert train.main(["--data", tree, "--out", out, "--train-subset", "40",

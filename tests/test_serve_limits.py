@@ -75,6 +75,7 @@ def test_a_one_image_request_overtakes_a_big_one_being_decoded(server):
     assert finished == [("small", 200, 1), ("big", 200, 12)]
 
 
+@pytest.mark.slow
 def test_an_image_over_the_pixel_cap_is_refused_from_its_header(server):
     status, answer = server.predict({"instances": [{"b64": _png(32, 32)},
                                                    {"b64": _png_header_only(5000, 5000)}]})
@@ -136,6 +137,7 @@ def test_an_oversized_body_gets_its_413_in_curl(server, tmp_path):
     _expect_413(answer)
 
 
+@pytest.mark.slow
 def test_a_body_far_over_the_limit_is_answered_without_being_read(server):
     """Past 4x the limit the server does not read the body: the 413 comes with
     Connection: close, straight from the Content-Length."""

@@ -37,6 +37,7 @@ def client(server):
     c.close()
 
 
+@pytest.mark.slow
 def test_health_and_metadata(client):
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready("davidnet") and client.is_model_ready("davidnet", "1")
@@ -49,6 +50,7 @@ def test_health_and_metadata(client):
         ("logits", "FP32", [-1, 10]), ("probabilities", "FP32", [-1, 10])]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("binary", [True, False])
 def test_infer_equals_export_predict(client, base, binary):
     images = httpclient.InferInput("images", list(IMAGES.shape), "UINT8")
@@ -69,6 +71,7 @@ def test_infer_equals_export_predict(client, base, binary):
                                atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,version,shape,datatype,message", [
     ("resnet", "", [1, 32, 32, 3], "UINT8", "Servable not found for request: Latest(resnet)"),
     ("davidnet", "2", [1, 32, 32, 3], "UINT8", "Servable not found for request: Specific(davidnet, 2)"),
@@ -114,6 +117,7 @@ def test_model_repository_parses_as_tritons_model_config_and_is_served(tmp_path,
         assert status == 200 and answer["predictions"][0]["class"] == "deer"
 
 
+@pytest.mark.slow
 def test_grpc_answers_beside_rest(server):
     """The project's own gRPC client (bench/grpc_clients.py, in a process of its own: this
     one may have loaded TensorFlow, whose messages share the protos' names) gets answers:
