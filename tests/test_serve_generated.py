@@ -9,9 +9,11 @@ names); any other gets a 4xx or INVALID_ARGUMENT / NOT_FOUND / FAILED_PRECONDITI
 message, and one whose only fault is its size 413 / RESOURCE_EXHAUSTED. After the examples,
 the server still answers a valid request.
 
-How many examples: the hypothesis profile's (conftest.py): a few dozen per protocol in the
-suite; `--hypothesis-profile long` for a long local run (with -s, each test prints its
-counts of answers).
+Each test runs once per edge of its grammar (every fault, each with up to one other drawn
+beside it) and once for valid requests only, so that every edge is tried on every run. How
+many examples: the hypothesis profile's max_examples per edge, ten times that for valid
+requests (conftest.py: 3 in the suite; `--hypothesis-profile long`: 200, over 5,000
+requests per protocol). With -s, the counts of answers per protocol are printed at the end.
 """
 import base64
 import collections
@@ -22,7 +24,7 @@ import json
 import grpc
 import numpy as np
 import pytest
-from hypothesis import event, given
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -60,6 +62,23 @@ def served(tmp_path_factory):
     for protocol, counts in COUNTS.items():
         print(f"{protocol}: {sum(counts.values())} generated requests: "
               + ", ".join(f"{k} {n}" for k, n in sorted(counts.items())))
+
+
+def chosen_faults(draw, focus, faults):
+    """No fault for focus None (a valid request), else `focus` and at most one more."""
+    if focus is None:
+        return set()
+    return {focus} | draw(st.sets(st.sampled_from(faults), max_size=1))
+
+
+def generated(strategy, focus):
+    """given(case=strategy): the profile's examples per edge, ten times that for valid ones."""
+    examples = settings.default.max_examples * (10 if focus is None else 1)
+    return lambda check: settings(max_examples=examples)(given(case=strategy(focus))(check))
+
+
+def edges(faults):
+    return pytest.mark.parametrize("focus", [None, *faults], ids=["valid", *faults])
 
 
 class Case:
@@ -164,8 +183,8 @@ BODY_FAULTS = ["not_an_object", "both_keys", "neither_key", "inputs_without_imag
 
 
 @st.composite
-def rest_requests(draw):
-    faults = draw(st.sets(st.sampled_from(INSTANCE_FAULTS + BODY_FAULTS), max_size=2))
+def rest_requests(draw, focus):
+    faults = chosen_faults(draw, focus, INSTANCE_FAULTS + BODY_FAULTS)
     images = draw(pixel_arrays(st.integers(MAX_INSTANCES + 1, MAX_INSTANCES + 4)
                                if "too_many" in faults else st.integers(1, 3)))
     items, pixels = [], []
@@ -259,10 +278,11 @@ def _png_b64(width, height):
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def test_generated_tf_serving_rest_requests(served):
+@edges(INSTANCE_FAULTS + BODY_FAULTS)
+def test_generated_tf_serving_rest_requests(served, focus):
     server, _ = served
 
-    @given(case=rest_requests())
+    @generated(rest_requests, focus)
     def check(case):
         status, _, body = post(server, case.request["path"], case.request["body"],
                                {"Content-Type": "application/json"})
@@ -307,8 +327,8 @@ BINARY_ONLY = {"binary_size", "binary_size_not_an_integer", "binary_bytes", "hea
 
 
 @st.composite
-def v2_requests(draw):
-    faults = draw(st.sets(st.sampled_from(V2_FAULTS), max_size=2))
+def v2_requests(draw, focus):
+    faults = chosen_faults(draw, focus, V2_FAULTS)
     binary = draw(st.booleans()) or bool(faults & BINARY_ONLY)
     images = draw(pixel_arrays(st.integers(MAX_INSTANCES + 1, MAX_INSTANCES + 4)
                                if "too_many" in faults else st.integers(1, 3)))
@@ -418,10 +438,11 @@ def v2_requests(draw):
                 outputs=wanted, id=request_id if isinstance(request_id, str) else None)
 
 
-def test_generated_open_inference_protocol_requests(served):
+@edges(V2_FAULTS)
+def test_generated_open_inference_protocol_requests(served, focus):
     server, _ = served
 
-    @given(case=v2_requests())
+    @generated(v2_requests, focus)
     def check(case):
         status, headers, body = post(server, case.request["path"], case.request["body"],
                                      case.request["headers"])
@@ -463,8 +484,8 @@ DTYPES = [types_pb2.DT_FLOAT, types_pb2.DT_INT32, types_pb2.DT_INT8, types_pb2.D
 
 
 @st.composite
-def grpc_requests(draw):
-    faults = draw(st.sets(st.sampled_from(GRPC_FAULTS), max_size=2))
+def grpc_requests(draw, focus):
+    faults = chosen_faults(draw, focus, GRPC_FAULTS)
     images = draw(pixel_arrays(st.integers(MAX_INSTANCES + 1, MAX_INSTANCES + 4)
                                if "too_many" in faults else st.integers(1, 3)))
     request = predict_pb2.PredictRequest()
@@ -542,12 +563,13 @@ def grpc_requests(draw):
                 outputs=set(filters) or {"logits", "probabilities"})
 
 
-def test_generated_tf_serving_grpc_requests(served):
+@edges(GRPC_FAULTS)
+def test_generated_tf_serving_grpc_requests(served, focus):
     server, _ = served
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
-        @given(case=grpc_requests())
+        @generated(grpc_requests, focus)
         def check(case):
             try:
                 response, code = stub.Predict(case.request["message"], timeout=120), "OK"
