@@ -52,8 +52,8 @@ def served(tmp_path_factory):
     """The server on versions 1 and 3 (label stable = 1), and export.predict's classifier of
     each version."""
     base = tmp_path_factory.mktemp("models")
-    onnx_models.publish(base, 1, favourite=2, seed=1)
-    onnx_models.publish(base, 3, favourite=5, seed=3)
+    onnx_models.publish(base, 1, favourite=2, seed=1, by_position=True)  # flip TTA tells
+    onnx_models.publish(base, 3, favourite=5, seed=3, by_position=True)
     with Server("--model-base-path", str(base), "--version-policy", "all", "--version-labels",
                 "stable=1", "--max-instances", str(MAX_INSTANCES), "--max-body-mb",
                 str(MAX_BODY / 2 ** 20), "--max-image-pixels", str(MAX_IMAGE_PIXELS),
