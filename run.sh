@@ -92,7 +92,8 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 case "${1:-}" in
   test) shift; cd "$ROOT"
-    # --fast: every test but those marked slow (training, servers, installs)
+    # --fast: every test but those marked slow (they train, start a server, or start a
+    # child process that imports TensorFlow: tests/slow_rule.py)
     if [[ "${1:-}" == "--fast" ]]; then shift; set -- -m "not slow" "$@"; fi
     exec "$PY" -m pytest "$@" ;;  # no paths given: pyproject's testpaths, all of tests/
   bench) shift; exec "$PY" -m bench "$@" ;;

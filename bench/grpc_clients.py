@@ -4,7 +4,9 @@ TensorFlow, whose protobuf messages would clash with export/serving/protos'):
     python -m bench.grpc_clients --port P --clients C --requests N [--images K]
 
 C threads, each with its own channel, send N Predict calls in all (K random uint8 images
-each, as tensor_content), after a barrier; prints one JSON line: images/s, p50/p99 ms.
+each, as tensor_content), after a barrier; prints one JSON line: images/s, p50/p99 ms, and
+the distinct errors. A reply counts only when its `probabilities` decode to float32 [K, 10]
+rows that sum to 1; any other reply is an error, as a failed call is.
 """
 import argparse
 import contextlib
@@ -30,6 +32,28 @@ def parser():
     p.add_argument("--images", type=positive(int, "integer"), default=1,
                    help="images per call (default 1)")
     return p
+
+
+def reply_error(response, images, tensor_pb2):
+    """None when the PredictResponse holds probabilities for `images` images, else what is
+    wrong with it."""
+    if "probabilities" not in response.outputs:
+        return "reply without probabilities"
+    tensor = response.outputs["probabilities"]
+    shape = [d.size for d in tensor.tensor_shape.dim]
+    if tensor.dtype != tensor_pb2.DT_FLOAT or shape != [images, 10]:
+        return f"probabilities of dtype {tensor.dtype}, shape {shape}; expected DT_FLOAT [{images}, 10]"
+    if tensor.tensor_content:
+        if len(tensor.tensor_content) != images * 10 * 4:
+            return f"{len(tensor.tensor_content)} bytes of probabilities for shape {shape}"
+        rows = np.frombuffer(tensor.tensor_content, np.float32).reshape(images, 10)
+    elif len(tensor.float_val) == images * 10:
+        rows = np.asarray(tensor.float_val, np.float32).reshape(images, 10)
+    else:
+        return f"{len(tensor.float_val)} probabilities for shape {shape}"
+    if not (np.all(rows >= 0) and np.allclose(rows.sum(axis=1), 1, atol=1e-4)):
+        return "probabilities that are not distributions"
+    return None
 
 
 def main(argv=None):
@@ -59,9 +83,10 @@ def drive(argv):
 
             def call():
                 try:
-                    stub.Predict(request, timeout=120)
+                    response = stub.Predict(request, timeout=120)
                 except grpc.RpcError as e:
                     return e.code().name
+                return reply_error(response, args.images, tf_tensor_pb2)
             yield call
     print(json.dumps(run_clients(args.clients, args.requests, session, args.images)))
 

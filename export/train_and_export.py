@@ -37,7 +37,7 @@ def parser():
 
 
 def train_and_export(argv, log=print):
-    summary = run(parse_args(argv, parser()), log=log)
+    summary = run(parse_args(argv, parser()), log=log).summary
     if not summary["chief"]:
         return  # in a TF_CONFIG cluster the chief exports; this worker's folder is gone
     out = summary["out"]

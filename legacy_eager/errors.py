@@ -27,6 +27,13 @@ class Stopped(UserFacingError):
         self.exit_code = exit_code
 
 
+def cause(error, limit=300):
+    """An exception in one line: its type and the first line of its message (at most
+    `limit` characters), for a message that says why something failed."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:limit]}" if lines else type(error).__name__
+
+
 def run_cli(action, *args):
     """Run a command's body (parsing included); its int result is the exit code (None: 0).
     User-facing errors become one stderr line and their exit code; Ctrl-C 130; anything
@@ -42,8 +49,7 @@ def run_cli(action, *args):
     except Exception as e:
         if os.environ.get(TRACEBACK_VARIABLE):
             raise
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        print(f"error: unexpected {type(e).__name__}{': ' + detail if detail else ''} "
-              f"(set {TRACEBACK_VARIABLE}=1 for the traceback)", file=sys.stderr)
+        print(f"error: unexpected {cause(e)} (set {TRACEBACK_VARIABLE}=1 for the traceback)",
+              file=sys.stderr)
         return 1
     return result if isinstance(result, int) else 0

@@ -34,7 +34,13 @@ def _integer_epochs(*axes):
 
 
 def draw_curves(records, path):
-    """Loss, accuracy (train, val, val with flip TTA) and learning rate against epoch."""
+    """curves_figure(records) as a PNG at `path`."""
+    return _save(curves_figure(records), path)
+
+
+def curves_figure(records):
+    """Loss, accuracy (train, val, val with flip TTA) and learning rate against epoch: the
+    figure, each series a Line2D labelled with its metrics.jsonl key (underscores as spaces)."""
     plt = _pyplot()
     epochs = [r["epoch"] for r in records]
     fig, (loss, acc, lr) = plt.subplots(1, 3, figsize=CURVE_SIZE)
@@ -48,13 +54,14 @@ def draw_curves(records, path):
         ax.set_xlabel("epoch")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    lr.plot(epochs, [r["lr"] for r in records], marker="o", markersize=3, color="tab:purple")
+    lr.plot(epochs, [r["lr"] for r in records], marker="o", markersize=3, color="tab:purple",
+            label="lr")
     lr.set_title("learning rate per batch (epoch end)")
     lr.set_xlabel("epoch")
     lr.grid(alpha=0.3)
     _integer_epochs(loss, acc, lr)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 class CurvesPlot:

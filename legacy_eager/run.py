@@ -9,6 +9,8 @@ import shutil
 import sys
 import tempfile
 
+from typing import TYPE_CHECKING, NamedTuple
+
 import numpy as np
 
 from legacy_eager import data as cifar
@@ -16,6 +18,16 @@ from legacy_eager import devices, run_folder
 from legacy_eager.atomic import write_json
 from legacy_eager.config import recipe_record
 from legacy_eager.errors import UsageError
+
+if TYPE_CHECKING:  # TensorFlow is imported only once the flags and data are checked
+    from legacy_eager.trainer import Trainer
+
+
+class Finished(NamedTuple):
+    """What run() hands back: summary.json's content, and the Trainer that ran (its model,
+    optimizer and step as the run left them)."""
+    summary: dict
+    trainer: "Trainer"
 
 
 def settle_config(config):
@@ -119,8 +131,8 @@ def finish(config, trainer, final, out, run_info, task, log):
 
 
 def run(config, log=print, warn=None, batches=None):
-    """The run `config` asks for; its summary. `batches`: the epochs' batch source for
-    loop.fit (default input_pipeline.epoch_batches)."""
+    """The run `config` asks for, as Finished (its summary and trainer). `batches`: the
+    epochs' batch source for loop.fit (default input_pipeline.epoch_batches)."""
     warn = warn or (lambda message: print(message, file=sys.stderr))
     config, task = settle_config(config)
     out = choose_out_dir(config, task)
@@ -155,4 +167,4 @@ def run(config, log=print, warn=None, batches=None):
     with signals_recorded() as stop:
         final = fit(trainer, train_set, test_set, len_train, len_test, out, log=log, stop=stop,
                     observers=observers, batches=batches or input_pipeline.epoch_batches)
-    return finish(config, trainer, final, out, run_info, task, log)
+    return Finished(finish(config, trainer, final, out, run_info, task, log), trainer)

@@ -6,8 +6,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 from tests import synthetic  # noqa: E402
+# the slow marker's rule, checked on every test (tests/slow_rule.py)
+from tests.slow_rule import _slow_rule, pytest_configure, pytest_fixture_setup  # noqa: E402,F401
+
+
+# Generated requests (hypothesis; tests/test_serve_generated.py): max_examples per edge of a
+# protocol's grammar (ten times that for valid requests). The suite: 3, the same ones on
+# every CI run (derandomized, no example database). A long local run: --hypothesis-profile
+# long, 200 (over 5,000 requests per protocol). No deadline: a request to a server on a
+# loaded machine takes what it takes.
+_generated = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=3, **_generated)
+settings.register_profile("ci", max_examples=3, derandomize=True, database=None, **_generated)
+settings.register_profile("long", max_examples=200, **_generated)
+settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")
 
 
 @pytest.fixture(scope="session")

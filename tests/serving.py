@@ -19,14 +19,20 @@ def free_port():
 
 
 class Server:
-    def __init__(self, *argv, ready="/v1/models/davidnet"):
+    started = 0  # servers started in this process (tests/slow_rule.py reads it)
+
+    def __init__(self, *argv, ready="/v1/models/davidnet", command=None, env=None, cwd=ROOT):
+        """`command`: the server's command line before its flags (default: this Python's
+        `-m export.serve`, with this repository on PYTHONPATH)."""
+        Server.started += 1
         self.port, self.grpc_port = free_port(), free_port()
+        command = command or [sys.executable, "-m", "export.serve"]
         self.proc = subprocess.Popen(
             # no drain unless a test asks for one (a later --drain-seconds wins)
-            [sys.executable, "-m", "export.serve", "--drain-seconds", "0", *argv,
+            [*command, "--drain-seconds", "0", *argv,
              "--port", str(self.port), "--grpc-port", str(self.grpc_port)],
-            cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True)
+            cwd=cwd, env=dict(os.environ, PYTHONPATH=ROOT) if env is None else env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:

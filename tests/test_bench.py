@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from bench import flops
@@ -12,12 +13,30 @@ from bench import __main__ as bench_main
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_flop_count_matches_the_published_figure():
-    # Width 64: about 0.76 GFLOP forward per image (Page's network), 3x that to train.
-    assert flops.forward_flops(64) / 1e9 == pytest.approx(0.758, abs=0.002)
-    assert flops.train_flops(64) == 3 * flops.forward_flops(64)
-    # Convolution cost grows with the square of the width (the 3-channel stem linearly).
-    assert flops.conv_macs(32) < flops.conv_macs(64) / 3.9
+@pytest.mark.parametrize("width", [8, 64])
+def test_flop_count_equals_the_built_networks_layers(width):
+    """bench/flops.py's count against the Keras DavidNet itself: its forward pass traced,
+    each Conv2D's multiply-adds from its output map and kernel (H * W * kh * kw * Cin * Cout),
+    the linear layer's from its kernel, the kernels being the model's own."""
+    import tensorflow as tf
+
+    from legacy_eager.model import DavidNet, build
+
+    model = build(DavidNet(c=width))
+    graph = tf.function(model.logits).get_concrete_function(tf.TensorSpec([1, 32, 32, 3])).graph
+    macs, kernels = 0, []
+    for op in graph.get_operations():
+        if op.type in ("Conv2D", "MatMul"):
+            out, kernel = op.outputs[0].shape.as_list(), op.inputs[1].shape.as_list()
+            macs += (np.prod(out[1:3]) if op.type == "Conv2D" else 1) * np.prod(kernel)
+            kernels.append(kernel)
+    layers = [m.kernel.shape.as_list() for m in model.submodules
+              if type(m).__name__ in ("Conv2D", "Dense")]
+    assert sorted(kernels) == sorted(layers) and len(layers) == 9
+    assert flops.conv_macs(width) == macs
+    assert flops.forward_flops(width) == 2 * macs
+    if width == 64:  # Page's network: about 0.76 GFLOP forward per image
+        assert 2 * macs / 1e9 == pytest.approx(0.758, abs=0.002)
 
 
 def test_time_runner_measures_throughput_and_median_latency(monkeypatch):

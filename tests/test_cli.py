@@ -20,7 +20,8 @@ def _one_line_error(capsys, argv):
     return err.strip()
 
 
-@pytest.mark.parametrize("pipeline", ["fast", pytest.param("seed", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("pipeline", ["fast", "seed"])
 def test_run_writes_metrics_summary_config_and_checkpoints(tree, tmp_path, capsys, pipeline):
     out = str(tmp_path / "run")
     assert train.main(["--data", tree, "--out", out, "--train-subset", "40",
@@ -43,9 +44,15 @@ def test_run_writes_metrics_summary_config_and_checkpoints(tree, tmp_path, capsy
     assert len(config["data"]["normalization"]["mean"]) == 3
     assert config["batches_per_epoch"] == 40 // 16 + 1
 
+    # The checkpoint by what it does: the model it restores scores the run's test images as
+    # the last epoch's evaluation did.
+    import numpy as np
     import tensorflow as tf
 
+    from legacy_eager.data import load_data
     from legacy_eager.model import DavidNet
+    from legacy_eager.run_folder import read_run_info, run_config
+
     latest = tf.train.latest_checkpoint(os.path.join(out, "checkpoints"))
     assert latest.endswith("ckpt-6")  # numbered by global step
     model = DavidNet(c=4)
@@ -54,10 +61,14 @@ def test_run_writes_metrics_summary_config_and_checkpoints(tree, tmp_path, capsy
     model.logits(tf.zeros([1, 32, 32, 3]))  # creates the variables, which restore on creation
     status.assert_existing_objects_matched()
     assert int(step.numpy()) == 6
-    stored = tf.train.load_checkpoint(latest)
-    key = next(k for k in stored.get_variable_to_shape_map() if k.startswith("model/linear/kernel")
-               and "OPTIMIZER_SLOT" not in k)
-    assert (stored.get_tensor(key) == model.linear.kernel.numpy()).all()
+    _, _, (images, labels) = load_data(run_config(read_run_info(out)))
+    norm = config["data"]["normalization"]
+    x = (images.astype(np.float32) - np.float32(norm["mean"])) / np.float32(norm["std"])
+    logits = model.logits(tf.constant(x), training=False).numpy().astype(np.float64)
+    top = logits.max(axis=1)
+    cross_entropy = top + np.log(np.exp(logits - top[:, None]).sum(axis=1)) - logits[np.arange(len(labels)), labels]
+    assert float(np.mean(np.argmax(logits, 1) == labels)) == records[-1]["val_acc"]
+    assert float(np.mean(cross_entropy)) == pytest.approx(records[-1]["val_loss"], rel=1e-5)
 
 
 def test_existing_run_folder_is_refused_and_kept(tree, tmp_path, capsys):
@@ -86,19 +97,21 @@ def test_dropout_outside_its_range_names_the_range(capsys):
 
 @pytest.mark.slow
 def test_dropout_is_recorded_and_an_older_config_reads_as_the_seeds(tree, tmp_path, capsys):
-    """--dropout 0 reaches the run's model and config.json; a config.json written before the
-    flag existed (no "dropout" key) resumes with the seed's 0.05."""
+    """--dropout 0 reaches the model that trained (the run hands back its trainer) and
+    config.json; a config.json written before the flag existed (no "dropout" key) resumes
+    with the seed's 0.05."""
+    from legacy_eager.run import run
     from legacy_eager.run_folder import read_run_info, run_config
 
     out = str(tmp_path / "run")
-    assert train.main(["--data", tree, "--out", out, "--train-subset", "16", "--dropout", "0",
-                       "--width", "4", "--batch-size", "16", "--epochs", "1"]) == 0
+    finished = run(train.parse_args(["--data", tree, "--out", out, "--train-subset", "16",
+                                     "--dropout", "0", "--width", "4", "--batch-size", "16",
+                                     "--epochs", "1"]), log=lambda line: None)
+    assert [d.rate for d in _dropout_layers(finished.trainer.model)] == [0.0] * 8
+    steps = int(finished.trainer.global_step.numpy())  # this trainer ran the run's steps
+    assert steps == finished.summary["final"]["global_step"] > 0
     info = read_run_info(out)
     assert info["config"]["dropout"] == 0.0 and run_config(info).dropout == 0.0
-    from legacy_eager.trainer import Trainer
-
-    model = Trainer(run_config(info), len_train=16).model
-    assert [d.rate for d in _dropout_layers(model)] == [0.0] * 8
     del info["config"]["dropout"]
     assert run_config(info).dropout == 0.05
 

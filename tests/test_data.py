@@ -201,7 +201,10 @@ def test_download_failure_points_to_data_flag(monkeypatch):
     monkeypatch.setattr(tf_keras.datasets.cifar10, "load_data", offline)
     with pytest.raises(DataError) as info:
         cifar.resolve(None)
-    assert "--data" in str(info.value) and "CIFAR10_DATA" in str(info.value)
+    message = str(info.value)
+    assert "--data" in message and "CIFAR10_DATA" in message and "\n" not in message
+    assert ("downloading CIFAR-10 failed (Exception: URL fetch failure on https://example.invalid: "
+            "Name or service not known); ") in message  # why, not only the exception's type
 
 
 def test_env_var_is_used_when_no_flag(tmp_path, arrays, monkeypatch):

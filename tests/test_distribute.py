@@ -9,7 +9,6 @@ import pytest
 from legacy_eager import train
 from tests.children import run_child
 
-pytestmark = pytest.mark.slow  # trains or starts servers; ./run.sh test --fast leaves it out
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -19,6 +18,7 @@ def _replica_run(steps):
     return run_child("tests.replica_run", steps)[0]
 
 
+@pytest.mark.slow
 def test_two_replica_step_equals_one_replica_step():
     """Summed loss, summed gradients, decay added once, one global step per global batch."""
     r, last = _replica_run(steps=3)
@@ -38,6 +38,7 @@ def test_mixed_float16_is_refused_on_several_devices(capsys):
     assert "mixed_float16 runs on one device only" in err and "\n" not in err
 
 
+@pytest.mark.slow
 def test_two_device_run_learns_and_exports_what_it_evaluated(tmp_path):
     """Through ./run.sh's own job: training on 2 logical CPUs, then export, whose check
     fails (exit 1) unless ONNX accuracy equals the run's val_acc to 0.1 point."""

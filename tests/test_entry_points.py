@@ -144,3 +144,11 @@ def test_main_parses_with_the_modules_parser(name, monkeypatch, capsys):
     monkeypatch.setattr(module, "parser", lambda *args, **kwargs: Refusing())
     assert module.main(["--runs", "1", "--out", "x", "--run", "x", "model", "base"]) == 2
     assert capsys.readouterr().err == "error: read by parser()\n"
+
+
+def test_a_cause_is_the_exceptions_type_and_first_line():
+    from legacy_eager.errors import cause
+
+    assert cause(OSError("disk full\nsecond line")) == "OSError: disk full"
+    assert cause(KeyError()) == "KeyError"
+    assert cause(ValueError("x" * 400), limit=10) == "ValueError: xxxxxxxxxx"

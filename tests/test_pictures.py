@@ -66,11 +66,34 @@ def test_metrics_console_and_summary_carry_flip_tta(run):
 
 @pytest.mark.slow
 def test_curves_png_is_drawn_from_the_run(run):
+    """Every series plotted is metrics.jsonl's, epoch by epoch, and curves.png is exactly
+    that figure (every pixel): the run drew its own numbers, all of its epochs."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from legacy_eager import plots
+
     out, _ = run
-    with Image.open(out / "curves.png") as img:
-        assert img.format == "PNG" and img.size == (1200, 360)
-        pixels = np.asarray(img.convert("RGB"))
-    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20  # lines, text: not a blank canvas
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r["epoch"] for r in records]
+    assert epochs == [1, 2]
+    fig = plots.curves_figure(records)
+    try:
+        plotted = [{line.get_label(): (list(line.get_xdata()), list(line.get_ydata()))
+                    for line in ax.get_lines()} for ax in fig.axes]
+        expected = [{k.replace("_", " "): (epochs, [r[k] for r in records]) for k in keys}
+                    for keys in (("train_loss", "val_loss", "val_loss_tta"),
+                                 ("train_acc", "val_acc", "val_acc_tta"), ("lr",))]
+        assert plotted == expected
+        buf = io.BytesIO()
+        fig.savefig(buf, dpi=plots.DPI)
+    finally:
+        plt.close(fig)
+    with Image.open(out / "curves.png") as drawn, Image.open(buf) as redrawn:
+        assert drawn.format == "PNG" and drawn.size == (1200, 360)
+        differ = np.any(np.asarray(drawn) != np.asarray(redrawn), axis=-1)
+    assert not differ.any(), f"{differ.sum()} of curves.png's pixels differ from metrics.jsonl's figure"
 
 
 def test_tta_accuracy_equals_a_hand_made_mirror_average():

@@ -107,7 +107,6 @@ def test_half_written_metrics_line_is_dropped_on_resume(tree, tmp_path, monkeypa
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
 
 
-@pytest.mark.slow
 def test_float16_loss_scale_state_is_checkpointed(tmp_path):
     import dataclasses
 

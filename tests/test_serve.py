@@ -15,10 +15,14 @@ import threading
 import numpy as np
 import pytest
 from PIL import Image
+from selenium import webdriver  # a pinned requirement (the demo page's browser test)
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from export.predict import OnnxClassifier
 from export.serving.batcher import Batcher
-from tests import synthetic
+from tests import programs, synthetic
 from tests.serving import Server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -141,30 +145,45 @@ def test_concurrent_requests_of_mixed_sizes_get_their_own_rows(model, server):
 
 
 def test_requests_in_one_window_run_as_one_batch():
-    """The batcher itself: three requests within the window make one ONNX Runtime call,
-    and each gets its own rows; a request after the window makes its own call."""
+    """The batcher itself: three requests within the window make one ONNX Runtime call, the
+    middle one with flip TTA (its mirror images join the call), and each gets its own rows;
+    a TTA request after the window makes its own call. The images are random, so no image
+    is its own mirror (left-right) or its own upside-down: a missing or wrong-axis mirror
+    changes the answer."""
+    from export.predict import softmax
+
     calls = []
+
+    def logits_of(images):  # a stand-in network: 10 pixels from each image's top-left corner
+        return images[:, 0, :4].reshape(len(images), -1)[:, :10].astype(np.float32)
 
     class Recorder:
         def run(self, images, batch_size):
             calls.append(len(images))
-            logits = images.reshape(len(images), -1)[:, :10].astype(np.float32)
-            return logits, logits
+            return logits_of(images), softmax(logits_of(images))
+
+    rng = np.random.default_rng(3)
+    requests = [(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), tta)
+                for n, tta in ((1, False), (2, True), (3, False), (1, True))]
+    for images, _ in requests:
+        assert not (images == images[:, :, ::-1]).all() and not (images == images[:, ::-1]).all()
 
     async def scenario():
         batcher = Batcher(Recorder(), max_batch=64, window=0.2)
         batcher.start()
-        requests = [np.full((n, 32, 32, 3), n, np.uint8) for n in (1, 2, 3)]
-        together = await asyncio.gather(*(batcher.predict(r, False) for r in requests))
-        alone = await batcher.predict(np.full((1, 32, 32, 3), 9, np.uint8), True)
+        together = await asyncio.gather(*(batcher.predict(*r) for r in requests[:3]))
+        alone = await batcher.predict(*requests[3])
         await batcher.stop()
-        return together, alone
+        return [*together, alone]
 
-    together, alone = asyncio.run(scenario())
-    assert calls == [6, 2]  # 1 + 2 + 3 images in one call; then one image and its mirror
-    assert [lg.shape[0] for lg, _ in together] == [1, 2, 3]
-    assert [int(lg[0, 0]) for lg, _ in together] == [1, 2, 3]  # each request its own rows
-    assert alone[0].shape == (1, 10)
+    answers = asyncio.run(scenario())
+    assert calls == [1 + 2 * 2 + 3, 2 * 1]  # the TTA requests' mirror images ran with them
+    for (images, tta), (logits, probs) in zip(requests, answers):
+        expected = logits_of(images)
+        if tta:
+            expected = (expected + logits_of(np.ascontiguousarray(images[:, :, ::-1]))) / 2
+        np.testing.assert_array_equal(logits, expected)
+        np.testing.assert_allclose(probs, softmax(expected), rtol=1e-6)
 
 
 @pytest.mark.slow
@@ -187,28 +206,11 @@ def test_bad_model_path_is_one_line(tmp_path):
 # ---------------------------------------------------------------- the demo page, in a browser
 
 
-def _browser():
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return None, "selenium is not installed"
-    if not chromium or not driver:
-        return None, "no Chromium and chromedriver (apt-get install chromium chromium-driver)"
-    return (chromium, driver), None
-
-
 @pytest.mark.slow
 def test_demo_page_classifies_a_chosen_image_in_a_real_browser(model, server, tmp_path):
-    found, reason = _browser()
-    if found is None:
-        pytest.skip(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
+    apt = "apt-get install chromium chromium-driver"
+    chromium = programs.find("chromium", "chromium-browser", install=apt)
+    chromedriver = programs.find("chromedriver", install=apt)
     run_dir, images = model
     picture = tmp_path / "picture.png"
     Image.fromarray(images[5]).resize((96, 96), Image.NEAREST).save(picture)
@@ -219,12 +221,12 @@ def test_demo_page_classifies_a_chosen_image_in_a_real_browser(model, server, tm
     top5 = [expected.class_names[i] for i in np.argsort(-probs)[:5]]
 
     options = webdriver.ChromeOptions()
-    options.binary_location = found[0]
+    options.binary_location = chromium
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--no-first-run",
                  f"--user-data-dir={tmp_path / 'profile'}", "--window-size=900,800"):
         options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(found[1]), options=options)
+    browser = webdriver.Chrome(service=Service(chromedriver), options=options)
     try:
         browser.get(f"http://127.0.0.1:{server.port}/")
         assert browser.title == "DavidNet: CIFAR-10 classifier"

@@ -20,13 +20,11 @@ from export.predict import OnnxClassifier
 from tests import onnx_models
 from tests.serving import ROOT, Server
 
-tf = pytest.importorskip("tensorflow")
-apis = pytest.importorskip("tensorflow_serving.apis.predict_pb2")
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,  # noqa: E402
+import tensorflow as tf  # pinned requirements, both: missing, this module fails
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-pytestmark = pytest.mark.slow
 IMAGES = np.random.default_rng(5).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
 
 
@@ -63,6 +61,7 @@ def _request(images, signature="serving_default", version=None, label=None, name
     return request
 
 
+@pytest.mark.slow
 def test_predict_equals_export_predict_in_every_form(server, base):
     predict, _ = _stubs(server)
     latest = OnnxClassifier(str(base / "2" / "model.onnx"))
@@ -88,6 +87,7 @@ def test_predict_equals_export_predict_in_every_form(server, base):
                                latest.run(IMAGES[:2])[1], atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change,code,message", [
     (lambda r: r.inputs["images"].CopyFrom(tf.make_tensor_proto(np.zeros((1, 28, 28, 3), np.uint8))),
      grpc.StatusCode.INVALID_ARGUMENT, "input images: shape [1, 28, 28, 3], expected [N, 32, 32, 3]"),
@@ -113,6 +113,7 @@ def test_what_is_wrong_gets_its_status_code(server, change, code, message):
     assert e.value.code() == code and message in e.value.details(), e.value.details()
 
 
+@pytest.mark.slow
 def test_metadata_and_status(server):
     predict, models = _stubs(server)
     request = get_model_metadata_pb2.GetModelMetadataRequest()
@@ -142,6 +143,7 @@ def test_metadata_and_status(server):
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+@pytest.mark.slow
 def test_grpc_calls_are_counted_in_the_same_metrics(server):
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -157,6 +159,7 @@ def test_grpc_calls_are_counted_in_the_same_metrics(server):
     assert count() - before == 4
 
 
+@pytest.mark.slow
 def test_the_server_loads_no_tensorflow(server):
     with open(f"/proc/{server.proc.pid}/maps") as f:
         maps = f.read()
@@ -164,6 +167,7 @@ def test_the_server_loads_no_tensorflow(server):
     assert "grpc" in maps and "onnxruntime" in maps
 
 
+@pytest.mark.slow
 def test_sigterm_lets_grpc_calls_in_flight_finish(base):
     """8 clients call all the time; each call waits 200 ms in the batcher, so calls are in
     flight when closing begins (SIGTERM + 0.3 s of draining). Every call started before then
@@ -199,7 +203,6 @@ def test_sigterm_lets_grpc_calls_in_flight_finish(base):
 
 def test_the_generated_modules_match_their_protos(tmp_path):
     """The committed *_pb2*.py are what grpcio-tools makes of the committed .proto files."""
-    pytest.importorskip("grpc_tools")
     protos = os.path.join("export", "serving", "protos")
     shutil.copytree(os.path.join(ROOT, protos), tmp_path / protos,
                 ignore=lambda d, names: [n for n in names if not n.endswith(".proto")])

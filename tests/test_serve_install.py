@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tests import onnx_models
-from tests.serving import ROOT, free_port, wait_for
+from tests.serving import ROOT, Server
 
 PIXELS = [[[10, 20, 30]] * 32] * 32
 
@@ -18,9 +18,6 @@ PIXELS = [[[10, 20, 30]] * 32] * 32
 @pytest.mark.slow
 @pytest.mark.install
 def test_the_serve_extra_serves_without_tensorflow(tmp_path):
-    import http.client
-    import json
-
     source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info beside it
     source.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
@@ -47,27 +44,12 @@ def test_the_serve_extra_serves_without_tensorflow(tmp_path):
                                cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert predicted.returncode == 0 and predicted.stdout.startswith(f"{image}\tship "), (
         predicted.stderr[-2000:])
-    port = free_port()
-    server = subprocess.Popen([str(venv / "bin" / "davidnet-serve"), model, "--port", str(port),
-                               "--grpc-port", str(free_port()), "--quiet"],
-                              env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
-    try:
-        def answer():
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                conn.request("POST", "/v1/models/davidnet:predict", json.dumps({"instances": [PIXELS]}))
-                response = conn.getresponse()
-                return response.status, json.loads(response.read())
-            except OSError:
-                return None
-        status, body = wait_for(answer, timeout=60)
+    with Server(model, "--quiet", command=[str(venv / "bin" / "davidnet-serve")], env=env,
+                cwd=tmp_path) as server:
+        status, body = server.predict({"instances": [PIXELS]})
         assert status == 200 and body["predictions"][0]["class"] == "ship"
-        page = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        page.request("GET", "/")
-        assert b"DavidNet" in page.getresponse().read()  # the demo page is package data
-        with open(f"/proc/{server.pid}/maps") as f:
+        status, page = server.request("GET", "/")
+        assert status == 200 and b"DavidNet" in page  # the demo page is package data
+        with open(f"/proc/{server.proc.pid}/maps") as f:
             maps = f.read()
         assert str(venv) in maps and "libtensorflow" not in maps
-    finally:
-        server.terminate()
-        server.wait(timeout=60)

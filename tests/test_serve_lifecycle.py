@@ -15,7 +15,6 @@ from export.serving import lifecycle
 from tests import onnx_models
 from tests.serving import Server
 
-pytestmark = pytest.mark.slow  # trains or starts servers; ./run.sh test --fast leaves it out
 
 PAYLOAD = json.dumps({"instances": [[[[10, 20, 30]] * 32] * 32] * 2})
 
@@ -48,6 +47,7 @@ def _client(port, outcomes, stop):
             conn.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attempt", range(5))
 def test_sigterm_under_16_clients_gives_answers_503s_or_refusals_never_a_reset(model, attempt):
     server = Server(model, "--quiet", "--drain-seconds", "0.5")

@@ -5,7 +5,6 @@ import base64
 import http.client
 import io
 import json
-import shutil
 import struct
 import subprocess
 import threading
@@ -16,7 +15,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from tests import onnx_models
+from tests import onnx_models, programs
 from tests.serving import Server, wait_for
 
 PIXELS = [[[10, 20, 30]] * 32] * 32
@@ -76,6 +75,7 @@ def test_a_one_image_request_overtakes_a_big_one_being_decoded(server):
     assert finished == [("small", 200, 1), ("big", 200, 12)]
 
 
+@pytest.mark.slow
 def test_an_image_over_the_pixel_cap_is_refused_from_its_header(server):
     status, answer = server.predict({"instances": [{"b64": _png(32, 32)},
                                                    {"b64": _png_header_only(5000, 5000)}]})
@@ -125,11 +125,10 @@ def test_an_oversized_body_gets_its_413_in_http_client(server):
 
 @pytest.mark.slow
 def test_an_oversized_body_gets_its_413_in_curl(server, tmp_path):
-    if not shutil.which("curl"):
-        pytest.skip("no curl on this machine")
+    curl = programs.find("curl", install="apt-get install curl")
     body = tmp_path / "big.json"
     body.write_bytes(BIG)
-    done = subprocess.run(["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", "--data-binary",
+    done = subprocess.run([curl, "-sS", "-o", "-", "-w", "\n%{http_code}", "--data-binary",
                            f"@{body}", "-H", "Content-Type: application/json",
                            f"http://127.0.0.1:{server.port}/v1/models/davidnet:predict"],
                           capture_output=True, timeout=60)
@@ -138,6 +137,7 @@ def test_an_oversized_body_gets_its_413_in_curl(server, tmp_path):
     _expect_413(answer)
 
 
+@pytest.mark.slow
 def test_a_body_far_over_the_limit_is_answered_without_being_read(server):
     """Past 4x the limit the server does not read the body: the 413 comes with
     Connection: close, straight from the Content-Length."""

@@ -50,6 +50,7 @@ def test_eager_and_function_steps_are_bit_identical(wd_loop):
         assert diffs[kind] == 0, diffs
 
 
+@pytest.mark.slow
 def test_seed_loop_and_intended_loop_differ_by_weight_decay():
     batches = _batches(3, TINY.batch_size)
     init = build(DavidNet(c=TINY.width, dropout=0.0)).get_weights()
@@ -64,6 +65,7 @@ def test_seed_loop_and_intended_loop_differ_by_weight_decay():
     assert norm["intended"] < norm["seed"]
 
 
+@pytest.mark.slow
 def test_global_step_counts_batches_and_sets_the_learning_rate():
     config = dataclasses.replace(TINY, epochs=24)
     trainer = _trainer(config, 48)
@@ -83,6 +85,7 @@ def test_global_step_counts_batches_and_sets_the_learning_rate():
         np.interp(7 / 4, [0, 5, 24], [0, 0.4, 0]) / 16, rel=1e-12)
 
 
+@pytest.mark.slow
 def test_tiny_run_lowers_the_loss():
     tf.random.set_seed(0)
     config = dataclasses.replace(TINY, epochs=6, width=8, dropout=0.05)
@@ -92,6 +95,7 @@ def test_tiny_run_lowers_the_loss():
     assert losses[-1] < 0.6 * losses[0], losses  # measured: 142 -> 57
 
 
+@pytest.mark.slow
 def test_checkpoint_restores_model_optimizer_and_step(tmp_path):
     batches = _batches(2, 16)
     trainer = _trainer(TINY, 32)
@@ -160,6 +164,7 @@ def test_mixed_precision_learns_and_keeps_float32_weights(precision):
     assert trainer.model.init_conv_bn.conv.compute_dtype == precision.split("_")[1]
 
 
+@pytest.mark.slow
 def test_float16_overflow_skips_the_step_and_halves_the_scale():
     config = dataclasses.replace(TINY, precision="mixed_float16")
     trainer = Trainer(config, 48)

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from export.predict import OnnxClassifier
-from legacy_eager.errors import UsageError
+from legacy_eager.errors import UsageError, cause
 
 MODEL_FILE = "model.onnx"
 INPUTS = {"images": ("tensor(uint8)", [32, 32, 3])}
@@ -58,8 +58,7 @@ def load_file(path, threads=0):
     try:
         classifier = OnnxClassifier(path, threads=threads, memory_arena=False)
     except Exception as e:
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-        raise Refused(f"{path}: not a loadable ONNX model ({type(e).__name__}: {first})",
+        raise Refused(f"{path}: not a loadable ONNX model ({cause(e)})",
                       code="DATA_LOSS") from None
     _check_tensors(path, "inputs", classifier.session.get_inputs(), INPUTS)
     _check_tensors(path, "outputs", classifier.session.get_outputs(), OUTPUTS)

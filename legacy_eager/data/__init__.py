@@ -24,6 +24,7 @@ import numpy as np
 from legacy_eager.data.cache import default_cache_dir, load_cifar10
 from legacy_eager.data.common import CLASSES, IMAGE_SHAPE, LAYOUTS, Cifar10, DataError
 from legacy_eager.data.layouts import read_cifar10
+from legacy_eager.errors import cause
 
 __all__ = ["CLASSES", "IMAGE_SHAPE", "Cifar10", "DataError", "default_cache_dir", "load_cifar10",
            "read_cifar10", "download_cifar10", "data_source", "data_path", "resolve", "load_data",
@@ -38,7 +39,7 @@ def download_cifar10():
         (x_train, y_train), (x_test, y_test) = tf_keras.datasets.cifar10.load_data()
     except Exception as e:
         raise DataError("no --data given, CIFAR10_DATA is not set, and downloading CIFAR-10 "
-                        f"failed ({type(e).__name__}); pass --data PATH or set CIFAR10_DATA "
+                        f"failed ({cause(e)}); pass --data PATH or set CIFAR10_DATA "
                         f"to one of: {LAYOUTS}") from None
     return Cifar10(x_train, y_train.astype("int64").reshape(-1), x_test,
                    y_test.astype("int64").reshape(-1), layout="tf.keras.datasets.cifar10")
