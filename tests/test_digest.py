@@ -29,11 +29,14 @@ def test_a_folder_is_its_files_paths_sizes_and_bytes(tmp_path):
     copy = shutil.copytree(tree, tmp_path / "b")  # another mount point, the same images
     digest = content_digest(tree)
     assert digest.startswith("sha256:") and content_digest(str(copy)) == digest
-    image = sorted(os.listdir(copy / "train" / "cat"))[0]
-    # the same bytes under another name
-    os.rename(copy / "train" / "cat" / image, copy / "train" / "cat" / ("x" + image))
+    # The last cat image relabelled a deer, first among them: the same bytes in the same
+    # order, another label.
+    cat, deer = copy / "train" / "cat", copy / "train" / "deer"
+    last = sorted(os.listdir(cat))[-1]
+    os.rename(cat / last, deer / ("0000" + last))
+    assert sorted(os.listdir(deer))[0] == "0000" + last
     assert content_digest(str(copy)) != digest
-    os.rename(copy / "train" / "cat" / ("x" + image), copy / "train" / "cat" / image)
+    os.rename(deer / ("0000" + last), cat / last)
     assert content_digest(str(copy)) == digest
     other = _tree(tmp_path / "c", seed=5)  # same layout and names, other pixels
     assert content_digest(other) != digest
