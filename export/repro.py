@@ -17,7 +17,8 @@ report; --report DIR writes the report of the runs finished so far and names the
 progress and those missing. The first process records the sweep in DIR/sweep.json (size,
 effective flags, the data's content digest); a later one with other flags is refused in one
 line. Each run is claimed before it is trained (DIR/run-K.claim, export.claims): a seed that
-a live process holds is skipped, a stale claim is taken over and its run resumed.
+a live process holds is skipped (with --wait, waited for), a stale claim is taken over and
+its run resumed.
 
 Running the same command again goes on where it stopped: finished runs are skipped, an
 interrupted run is resumed (`--resume`), a trained but unexported run is exported.
@@ -27,6 +28,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from export import claims, sweep
 from export.repro_report import build_report, write_report
@@ -57,6 +59,9 @@ def _parser():
     p.add_argument("--shard", type=sweep.parse_shard, metavar="K/N",
                    help="train only the seeds s with s mod N = K - 1 (1 <= K <= N), beside the "
                         "other shards in --out; no report (use --report)")
+    p.add_argument("--wait", action="store_true",
+                   help="then wait for the seeds other processes hold until they are done, or "
+                        "stale and taken over (for schedulers that replace a failed shard)")
     p.add_argument("--report", metavar="DIR",
                    help="write DIR's report from its finished runs, no training (takes only "
                         "--runs, --target, --stale-after)")
@@ -175,21 +180,23 @@ def _python_m(module, *argv, claim, stale_after):
     return code, (lost[0] if lost else None)
 
 
-def train_seed(out, seed, train_flags, stale_after, log):
-    """Train (or resume, or export) seed `seed` unless it is done or another process holds it."""
+def train_seed(out, seed, train_flags, stale_after, log, say_held=True):
+    """Train (or resume, or export) seed `seed` unless it is done or another process holds
+    it: "done", "trained" or "held"."""
     folder = run_folder(out, seed)
     if run_state(folder) == "done":
         log(f"{folder}: done")
-        return
+        return "done"
     claim = claims.acquire(claim_path(out, seed), stale_after, log)
     if not isinstance(claim, claims.Claim):
-        log(f"{folder}: {claim.describe(stale_after)}; skipping it")
-        return
+        if say_held:
+            log(f"{folder}: {claim.describe(stale_after)}; skipping it")
+        return "held"
     try:
         state = run_state(folder)  # again: another process may have finished it meanwhile
         if state == "done":
             log(f"{folder}: done")
-            return
+            return "done"
         doing = {"new": "starting", "resume": "resuming", "export": "exporting"}[state]
         log(f"{folder}: {doing} (seed {seed})")
         if state == "new":
@@ -206,6 +213,21 @@ def train_seed(out, seed, train_flags, stale_after, log):
     if code != 0:
         raise Stopped(f"{folder} stopped (exit {code}); run the same command again to go on "
                       "from there", code)
+    return "trained"
+
+
+def wait_for(out, held, train_flags, stale_after, log, sleep=time.sleep):
+    """--wait: look again at the seeds other processes held, every heartbeat period, until
+    each is done, or its claim went stale and this process took it over and trained it. A
+    scheduler that replaces a failed shard (a Kubernetes pod, a Slurm task) thus finishes
+    its seeds instead of finding them still claimed by the process that died."""
+    if held:
+        log(f"waiting for {', '.join(f'run-{seed}' for seed in held)}, claimed by other "
+            f"processes: until done, or stale ({stale_after:g} s without a heartbeat)")
+    while held:
+        sleep(claims.heartbeat_every(stale_after))
+        held = [seed for seed in held
+                if train_seed(out, seed, train_flags, stale_after, log, say_held=False) == "held"]
 
 
 def report(argv, log=print):
@@ -232,8 +254,10 @@ def repro(argv, log=print):
     args, train_flags, config = parse(argv)
     record = open_sweep_folder(args, train_flags, config)
     seeds = args.shard.seeds(args.runs) if args.shard else range(args.runs)
-    for seed in seeds:
-        train_seed(args.out, seed, train_flags, args.stale_after, log)
+    held = [seed for seed in seeds
+            if train_seed(args.out, seed, train_flags, args.stale_after, log) == "held"]
+    if args.wait:
+        wait_for(args.out, held, train_flags, args.stale_after, log)
     if args.shard:  # the report is --report's, once every shard is done
         states = [sweep.seed_state(args.out, seed, args.stale_after) for seed in range(args.runs)]
         log(sweep.status_line(args.out, states, args.runs))

@@ -229,3 +229,32 @@ def test_statistics_give_the_median_and_the_count_at_the_target():
     assert stats["val_acc"]["mean"] == pytest.approx(0.93)
     assert stats["val_acc"]["std"] == pytest.approx(np.std([0.93, 0.95, 0.94, 0.90], ddof=1))
     assert (stats["reached_target"], stats["reached_target_tta"], stats["reached_target_onnx"]) == (2, 3, 2)
+
+
+def test_wait_looks_again_at_a_held_seed_until_its_holder_finishes_it(tmp_path, tree):
+    """--wait: seed 0 is held by a live process elsewhere; the shard waits (polling every
+    heartbeat period, here 2 s) instead of ending, and ends once that process has finished
+    the run and released its claim. Nothing trains here."""
+    import subprocess
+    import sys
+    import time
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "sweep"
+    out.mkdir()
+    claim = out / "run-0.claim"
+    claim.write_text(json.dumps({"host": "node-7", "pid": 1, "machine": "elsewhere", "token": "t"}))
+    proc = subprocess.Popen([sys.executable, "-m", "export.repro", "--runs", "1", "--out", str(out),
+                             "--shard", "1/1", "--wait", "--stale-after", "40", "--data", tree, *FLAGS],
+                            cwd=root, env=dict(os.environ, PYTHONPATH=root), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith(f"{out}/run-0: claimed by node-7 pid 1, heartbeat ")
+    assert proc.stdout.readline().startswith("waiting for run-0, claimed by other processes")
+    time.sleep(3)
+    assert proc.poll() is None  # still waiting
+    write_run(out / "run-0", FLAGS, 0, tree, accs=(0.9, 0.9, 0.9, 0.9))  # the holder finishes
+    claim.unlink()
+    rest, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    assert rest.splitlines() == [f"{out}/run-0: done",
+                                 f"sweep {out}: 1 of 1 runs done; in progress: none; missing: none"]
