@@ -216,7 +216,8 @@ class Heartbeat:
     refreshed for `give_up` seconds."""
 
     def __init__(self, claim, every, give_up, lost, clock=time.monotonic):
-        self.claim, self.every, self.give_up, self.lost, self.clock = claim, every, give_up, lost, clock
+        self.claim, self.every, self.give_up = claim, every, give_up
+        self.lost, self.clock = lost, clock
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="claim-heartbeat", daemon=True)
 

@@ -55,7 +55,8 @@ def _parser():
     p = Parser(prog="python -m export.repro", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, required=True, help="how many runs (seeds 0..N-1)")
-    p.add_argument("--out", required=True, metavar="DIR", help="holds run-0, run-1, ... and the report")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="holds run-0, run-1, ... and the report")
     p.add_argument("--shard", type=sweep.parse_shard, metavar="K/N",
                    help="train only the seeds s with s mod N = K - 1 (1 <= K <= N), beside the "
                         "other shards in --out; no report (use --report)")
@@ -96,7 +97,8 @@ def parse(argv):
     _check_target(args.target)
     for flag in ("--seed", "--resume"):
         if any(f == flag or f.startswith(flag + "=") for f in train_flags):
-            raise UsageError(f"{flag}: repro sets it for each run (seeds 0..N-1, resumes by itself)")
+            raise UsageError(f"{flag}: repro sets it for each run (seeds 0..N-1, resumes by "
+                             "itself)")
     config = parse_args(train_flags)  # the training flags fail here, in one line, before any run
     path = data_path(config.data)
     if path and not os.path.exists(path):
@@ -109,7 +111,8 @@ def _check_runs(out, runs, config, digest):
     digests = {}
     for seed in range(runs):
         folder = run_folder(out, seed)
-        changed = run_state(folder) != "new" and sweep.changed_flags(folder, seed, config, digest, digests)
+        changed = (run_state(folder) != "new"
+                   and sweep.changed_flags(folder, seed, config, digest, digests))
         if changed:  # a report mixing two recipes would lie
             raise UsageError(f"--out {out}: {folder} was started with other flags "
                              f"({'; '.join(changed)}); give the same flags to go on, or "

@@ -131,7 +131,8 @@ def markdown(report):
     lines += ["", f"In progress: {busy or 'none'}.",
               f"Missing: {missing or 'none'}"
               + ("" if sweep_info["runs"] is not None else
-                 " (the sweep's size is not recorded: give --runs N to list the seeds never started)")
+                 " (the sweep's size is not recorded: give --runs N to list the seeds never "
+                 "started)")
               + "."]
     if report["train_flags"] is not None:
         lines.append(f"Flags: `{' '.join(report['train_flags'])}`")

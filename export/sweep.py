@@ -86,7 +86,8 @@ def effective_flags(config):
 def flag_differences(then, now):
     """["--width 16, not 32", ...] for the flags whose values differ, in Config's order."""
     order = list(Config.__dataclass_fields__)
-    keys = sorted(set(then) | set(now), key=lambda k: (order.index(k) if k in order else len(order), k))
+    keys = sorted(set(then) | set(now),
+                  key=lambda k: (order.index(k) if k in order else len(order), k))
     return [f"{flag_name(k)} {then.get(k)}, not {now.get(k)}" for k in keys
             if then.get(k) != now.get(k)]
 
@@ -119,7 +120,9 @@ def read_record(out):
 
 
 def record_differences(recorded, wanted):
-    changed = [f"--runs {recorded['runs']}, not {wanted['runs']}"] if recorded["runs"] != wanted["runs"] else []
+    changed = []
+    if recorded["runs"] != wanted["runs"]:
+        changed.append(f"--runs {recorded['runs']}, not {wanted['runs']}")
     changed += flag_differences(recorded["flags"], wanted["flags"])
     then, now = recorded["data"], wanted["data"]
     if then["digest"] != now["digest"]:
@@ -166,7 +169,8 @@ def changed_flags(folder, seed, config, digest=None, digests=None):
     if started.seed != seed:
         changed.append(f"--seed {started.seed}, not {seed}")
     then, now = info["data"].get("path"), data_path(config.data)  # both absolute
-    if digest is not None and then != now and not same_data(then, digest, {} if digests is None else digests):
+    digests = {} if digests is None else digests
+    if digest is not None and then != now and not same_data(then, digest, digests):
         changed.append(f"--data {then}, not {now}")
     return changed
 
@@ -226,6 +230,7 @@ def status_line(out, states, runs):
     missing = [s.seed for s in states if s.category == "missing"]
     size = f"{runs}" if runs is not None else f"{len(states)} (size not recorded)"
     line = f"sweep {out}: {len(done)} of {size} runs done"
-    line += "; in progress: " + ("; ".join(f"seed {s.seed} ({s.detail})" for s in busy) if busy else "none")
+    line += "; in progress: " + ("; ".join(f"seed {s.seed} ({s.detail})" for s in busy)
+                                 if busy else "none")
     line += "; missing: " + (_seed_list(missing) if missing else "none")
     return line

@@ -2,10 +2,11 @@
 archive or folder at different paths agree, and a changed image does not. Framework-free.
 
 An archive (any file) is hashed as its bytes, read in 1 MiB blocks (what `sha256sum` prints;
-the 134 MB PNG archive takes under a second). A folder is hashed as the sorted listing of the files the loader could
-read (layouts.walk_folder), each as its relative path, its size and its bytes, so a file
-renamed, added, removed or changed changes the digest. Nothing is cached: a cache keyed by
-path and modification time would trust exactly what the digest is there to check."""
+the 134 MB PNG archive takes under a second). A folder is hashed as the sorted listing of the
+files the loader could read (layouts.walk_folder), each as its relative path, its size and
+its bytes, so a file renamed, added, removed or changed changes the digest. Nothing is
+cached: a cache keyed by path and modification time would trust exactly what the digest is
+there to check."""
 import hashlib
 import os
 
