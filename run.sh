@@ -3,6 +3,8 @@
 # ./run.sh test [--fast] [PYTEST ARGS]   run the test suite (--fast: leave out the slow tests)
 # ./run.sh bench [--quick]      run the benchmarks
 # ./run.sh repro --runs N --out DIR [--target 0.94] [FLAGS]   N seeds, their statistics
+# ./run.sh repro --runs N --out DIR --shard K/M [--wait] [FLAGS]   one of M shards sharing DIR
+# ./run.sh repro --report DIR [--runs N] [--target 0.94]   the report of the runs finished so far
 # ./run.sh serve RUN_DIR|MODEL.onnx [FLAGS]   TensorFlow Serving's REST API on ONNX Runtime
 # ./run.sh --print-install      print the pip command it would run, and stop
 # Uses the active virtualenv, else creates .venv/ beside this script, and installs

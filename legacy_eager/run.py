@@ -15,6 +15,7 @@ import numpy as np
 
 from legacy_eager import data as cifar
 from legacy_eager import devices, run_folder
+from legacy_eager.machine import describe_machine
 from legacy_eager.atomic import write_json
 from legacy_eager.config import recipe_record
 from legacy_eager.errors import UsageError
@@ -91,6 +92,7 @@ def describe_run(*, config, tf, source, len_train, len_test, train_mean, train_s
         "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
                      "numpy": np.__version__},
         "devices": device_info,
+        "machine": describe_machine(),  # CPU model and the flags that matter (AVX-512, AMX)
     }
 
 

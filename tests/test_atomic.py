@@ -66,3 +66,59 @@ def test_an_export_starts_by_recovering(tmp_path):
             assert _content(target) == "old"  # back before the new export even starts
             raise Failed
     assert _content(target) == "old" and sorted(os.listdir(tmp_path)) == ["saved_model"]
+
+
+RACE = """
+import sys, time
+from legacy_eager import atomic
+path, me, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+time.sleep(max(0.0, start - time.time()))  # all of them at once
+print(atomic.create_exclusive(path, me * 1000))
+"""
+
+
+def test_of_processes_creating_one_file_at_once_exactly_one_does_and_it_is_whole(tmp_path):
+    import time
+
+    path = str(tmp_path / "run-0.claim")
+    start = time.time() + 2
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, path, str(i), str(start)], cwd=ROOT,
+                              env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
+                              text=True) for i in range(6)]
+    results = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert sorted(results) == ["False"] * 5 + ["True"]
+    winner = str(results.index("True"))
+    assert open(path).read() == winner * 1000
+    assert os.listdir(tmp_path) == ["run-0.claim"]  # no scratch file left behind
+
+
+def test_create_exclusive_leaves_an_existing_file_alone(tmp_path):
+    path = tmp_path / "sweep.json"
+    assert atomic.create_exclusive(str(path), "first")
+    assert not atomic.create_exclusive(str(path), "second")
+    assert path.read_text() == "first" and os.listdir(tmp_path) == ["sweep.json"]
+
+
+def test_a_link_that_answers_eexist_after_linking_still_counts(tmp_path, monkeypatch):
+    """NFS: a retransmitted LINK request finds the name its first transmission made."""
+    real_link = os.link
+
+    def link_then_eexist(src, dst):
+        real_link(src, dst)
+        raise FileExistsError(17, "File exists")
+    monkeypatch.setattr(os, "link", link_then_eexist)
+    path = tmp_path / "run-0.claim"
+    assert atomic.create_exclusive(str(path), "mine")
+    assert path.read_text() == "mine"
+
+
+def test_without_hard_links_the_file_is_created_exclusively(tmp_path, monkeypatch):
+    import errno
+
+    def no_links(src, dst):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+    monkeypatch.setattr(os, "link", no_links)
+    path = tmp_path / "run-0.claim"
+    assert atomic.create_exclusive(str(path), "mine")
+    assert not atomic.create_exclusive(str(path), "theirs")
+    assert path.read_text() == "mine" and os.listdir(tmp_path) == ["run-0.claim"]

@@ -88,7 +88,7 @@ def test_config_json_records_the_recipe_and_the_flags_it_set(tree, tmp_path):
 
 
 def test_repro_compares_runs_by_their_effective_flags_not_the_recipe_name(tmp_path):
-    from export import repro
+    from export import sweep
 
     folder = tmp_path / "run-0"
     folder.mkdir()
@@ -96,6 +96,6 @@ def test_repro_compares_runs_by_their_effective_flags_not_the_recipe_name(tmp_pa
     (folder / "config.json").write_text(json.dumps(
         {"config": config, "data": {"path": None, "normalization": {"mean": [0, 0, 0]},
                                     "classes": []}}))
-    assert repro.changed_flags(str(folder), 0, ["--recipe", "dawnbench"]) == []
-    assert repro.changed_flags(str(folder), 0, ["--recipe", "default"]) == [
+    assert sweep.changed_flags(str(folder), 0, parse_args(["--recipe", "dawnbench"])) == []
+    assert sweep.changed_flags(str(folder), 0, parse_args(["--recipe", "default"])) == [
         "--cutout 8, not 0", "--dropout 0.0, not 0.05"]
