@@ -8,9 +8,7 @@ os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-from tests import synthetic  # noqa: E402
-# the slow marker's rule, checked on every test (tests/slow_rule.py)
-from tests.slow_rule import _slow_rule, pytest_configure, pytest_fixture_setup  # noqa: E402,F401
+from tests import slow_rule, synthetic  # noqa: E402
 
 
 # Generated requests (hypothesis; tests/test_serve_generated.py): max_examples per edge of a
@@ -23,6 +21,13 @@ settings.register_profile("dev", max_examples=3, **_generated)
 settings.register_profile("ci", max_examples=3, derandomize=True, database=None, **_generated)
 settings.register_profile("long", max_examples=200, **_generated)
 settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")
+
+
+def pytest_configure(config):
+    # The slow marker's rule, checked on every test: a plugin of its own, so that its hooks
+    # also see session-scoped fixtures set up (tests/slow_rule.py).
+    slow_rule.watch_training()
+    config.pluginmanager.register(slow_rule, "davidnet-slow-rule")
 
 
 @pytest.fixture(scope="session")

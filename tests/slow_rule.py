@@ -10,7 +10,8 @@ first imported; the note runs when the step runs eagerly or is traced), a server
 Server's count, a child that imports TensorFlow through its memory maps (Linux: a thread
 looks at this process's descendants while it has any). A fixture's work counts for every
 test that uses it. A test that breaks the rule gets an error at teardown saying which way.
-conftest.py imports the hooks below.
+conftest.py calls watch_training() and registers this module as a plugin (not a conftest's
+hooks, which would miss the setup of session-scoped fixtures).
 """
 import importlib.abc
 import importlib.util
@@ -160,7 +161,8 @@ _children = None
 
 
 def watch_children():
-    """From the first test on: a new child process wakes the watcher (Linux only)."""
+    """In the process that runs the tests, from its first fixture on: a new child process
+    wakes the watcher (Linux only)."""
     global _children
     if _children is not None or not os.path.isdir(f"/proc/{os.getpid()}/task"):
         return
@@ -185,12 +187,9 @@ def _servers_started():
 # ---------------------------------------------------------------- the hooks
 
 
-def pytest_configure(config):
-    watch_training()
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_fixture_setup(fixturedef, request):
+    watch_children()  # from the first fixture on: session-scoped ones are set up first
     start, servers = len(_done), _servers_started()
     try:
         return (yield)
