@@ -2,6 +2,7 @@
 
     python -m bench [--quick]
     python -m bench serve [--quick]
+    python -m bench peers [--quick]   (against PyTorch, OpenVINO and MLServer: bench/peers/run.py)
 
 1. input pipeline: images/s over a full 50,000-image epoch (synthetic uint8 data of the
    real shape), the seed's tf.data chain (rebuilt each epoch, as the seed does) vs fast;
@@ -201,6 +202,10 @@ def main(argv=None):
         from bench import serve
 
         return serve.main(argv[1:])
+    if argv[:1] == ["peers"]:
+        from bench.peers import run
+
+        return run_cli(run.main, argv[1:])
     return run_cli(bench_all, argv)
 
 
