@@ -35,6 +35,8 @@ VARIANTS = {  # name: (environment, training flags)
     # grappler's oneDNN bf16 rewrite of the float32 graph, instead of the Keras policy
     "fp32 model, grappler auto_mixed_precision_onednn_bfloat16":
         ({"DAVIDNET_GRAPPLER": "auto_mixed_precision_onednn_bfloat16"}, {}),
+    # the bf16 step's gradient convolutions one at a time, each on both cores
+    "bfloat16, 1 inter-op thread": ({"DAVIDNET_INTER_OP": "1"}, {"precision": "mixed_bfloat16"}),
 }
 
 
