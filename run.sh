@@ -2,6 +2,7 @@
 # ./run.sh [FLAGS]   train DavidNet, export SavedModel + ONNX, check them (flags: ./run.sh --help)
 # ./run.sh test [--fast] [PYTEST ARGS]   run the test suite (--fast: leave out the slow tests)
 # ./run.sh bench [--quick]      run the benchmarks
+# ./run.sh bench peers [--quick]   the same work on PyTorch, OpenVINO and MLServer, alternated
 # ./run.sh repro --runs N --out DIR [--target 0.94] [FLAGS]   N seeds, their statistics
 # ./run.sh repro --runs N --out DIR --shard K/M [--wait] [FLAGS]   one of M shards sharing DIR
 # ./run.sh repro --report DIR [--runs N] [--target 0.94]   the report of the runs finished so far

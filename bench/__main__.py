@@ -2,6 +2,7 @@
 
     python -m bench [--quick]
     python -m bench serve [--quick]
+    python -m bench peers [--quick]   (against PyTorch, OpenVINO and MLServer: bench/peers/run.py)
 
 1. input pipeline: images/s over a full 50,000-image epoch (synthetic uint8 data of the
    real shape), the seed's tf.data chain (rebuilt each epoch, as the seed does) vs fast;
@@ -194,17 +195,24 @@ def table(results):
 
 
 def parser():
-    """`python -m bench [--quick]`, and its one subcommand, `serve` (bench/serve.py's flags)."""
+    """`python -m bench [--quick]`, and its subcommands `serve` (bench/serve.py's flags) and
+    `peers` (bench/peers/run.py's)."""
     from bench import serve
+    from bench.peers import run as peers
 
     p = Parser(prog="python -m bench", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller and fewer repetitions (< 3 min)")
-    commands = p.add_subparsers(dest="command", metavar="[serve]")
+    commands = p.add_subparsers(dest="command", metavar="[serve|peers]")
     served = serve.parser()
     commands.add_parser("serve", parents=[served], add_help=False,
                         description=served.description, formatter_class=served.formatter_class,
                         help="the HTTP and gRPC server under load, a version swap (bench/serve.py)")
+    against = peers.parser()
+    commands.add_parser("peers", parents=[against], add_help=False,
+                        description=against.description, formatter_class=against.formatter_class,
+                        help="this project against PyTorch, OpenVINO and MLServer, alternated "
+                             "(bench/peers/run.py)")
     return p
 
 
@@ -215,10 +223,14 @@ def main(argv=None):
 def bench(argv):
     args = parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # for TensorFlow here and in children
-    if args.command == "serve":
-        if argv[0] != "serve":  # argparse would let serve's own default hide it
-            raise UsageError(f"{argv[0]}: give serve's flags after it: python -m bench serve "
-                             "[--quick]")
+    if args.command in ("serve", "peers"):
+        if argv[0] != args.command:  # argparse would let the subcommand's own default hide it
+            raise UsageError(f"{argv[0]}: give {args.command}'s flags after it: python -m bench "
+                             f"{args.command} [--quick]")
+        if args.command == "peers":
+            from bench.peers import run as peers
+
+            return peers.main(argv[1:])
         from bench import serve
 
         return serve.run(args.quick)

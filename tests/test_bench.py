@@ -120,3 +120,50 @@ def test_serve_goals_are_judged_at_their_thresholds():
     met, missed = serve.table(at), serve.table(past)
     assert "80% (goal 80%: met)" in met and "85% (goal 85%: met)" in met
     assert "1 failed (goal 0: not met)" in missed and "(goal < 600: not met)" in missed
+
+
+def test_step_variants_compare_each_round_with_its_own_reference():
+    """Ratios are the median over rounds of a variant's images/s over the reference's in the
+    same round; a round where either failed (None) is left out."""
+    from bench import step_variants
+
+    rates = {"default": [100.0, 50.0, 80.0, 90.0], "bf16": [150.0, 100.0, None, 108.0],
+             "broken": [None, None, None, None]}
+    rel = step_variants.relative(rates, "default")
+    # per round 1.5, 2.0, (failed), 1.2: median 1.5; the medians alone would say 108/85 = 1.27
+    assert rel == {"default": 1.0, "bf16": pytest.approx(1.5), "broken": None}
+
+
+def test_profile_kinds_from_trace_event_names():
+    """Op events ("scope:OpType") are sorted into kinds; the executor's and Python's events
+    are not ops; the table gives ms per traced step and each kind's share."""
+    from bench import profile_step as p
+
+    events = [
+        ("gradient_tape/david_net/res_blk/conv_bn_1/conv2d_1/Conv2D/Conv2DBackpropFilter:"
+         "_MklNativeConv2DBackpropFilter", 60.0),
+        ("gradient_tape/david_net/res_blk/conv_bn_1/conv2d_1/Conv2D/Conv2DBackpropInput:"
+         "_MklNativeConv2DBackpropInput", 40.0),
+        ("david_net/res_blk/conv_bn_1/conv2d_1/Conv2D:_MklNativeConv2D", 20.0),
+        ("david_net/res_blk/conv_bn_1/stateless_dropout_1/stateless_random_uniform/"
+         "StatelessRandomUniformV2:StatelessRandomUniformV2", 10.0),
+        ("david_net/res_blk/conv_bn_1/stateless_dropout_1/SelectV2:SelectV2", 4.0),
+        ("gradient_tape/david_net/res_blk_2/conv_bn_7/conv2d_7/Conv2D/Cast/Cast:Cast", 2.0),
+        ("gradient_tape/david_net/conv_bn/batch_normalization/FusedBatchNormGradV3:"
+         "_MklNativeFusedBatchNormGradV3", 3.0),
+        ("Momentum/update__18/ResourceApplyMomentum:ResourceApplyMomentum", 1.0),
+        ("sparse_softmax_cross_entropy_with_logits/Sum:Sum", 0.5),
+        ("ExecutorState::Process", 500.0), ("EagerLocalExecute: __inference_step_1786", 500.0),
+        ("ParallelFor", 100.0), ("step", 500.0),
+    ]
+    kinds = p.summarize(events, steps=2)
+    assert kinds == {"conv backward, filter gradient": 30.0, "conv backward, input gradient": 20.0,
+                     "conv forward": 10.0, "dropout (random mask, select, scale)": 7.0,
+                     "BatchNorm backward": 1.5, "casts": 1.0, "optimizer and weight decay": 0.5,
+                     p.OTHER: 0.25}
+    assert list(kinds)[0] == "conv backward, filter gradient"  # largest first
+    rows = p.table({"precision": "mixed_bfloat16", "batch_size": 256, "steps": 2,
+                    "wall_ms_per_step": 50.0, "images_per_s": 5120.0,
+                    "op_ms_per_step": sum(kinds.values()), "kinds": kinds}).splitlines()
+    # 30 of 70.25 ms of op time
+    assert "  conv backward, filter gradient                 30.0     42.7%" in rows

@@ -8,7 +8,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("legacy_eager", "export", "bench")
 COMMAND_LINES = {"legacy_eager.train", "export.train_and_export", "export.repro", "export.serve",
                  "export.publish", "export.model_repository", "bench.__main__",
-                 "bench.step_variants", "bench.grpc_clients"}
+                 "bench.step_variants", "bench.grpc_clients",
+                 "bench.peers.port_step", "bench.peers.torch_step", "bench.peers.infer"}
 LAYER = {"legacy_eager": 0, "export": 1, "bench": 2}
 
 
