@@ -5,7 +5,7 @@
 
 Runs `python -m export.train_and_export` (train, export the SavedModel and ONNX, check parity)
 with --seed 0..N-1 into DIR/run-0, DIR/run-1, ..., then writes DIR/repro.json, a markdown
-table DIR/repro.md and DIR/repro.png. Per run: val_acc and val_acc_tta (flip TTA), the ONNX
+table DIR/repro.md and DIR/repro.png. Per run: val_acc and val_acc_tta (the recipe's TTA), the ONNX
 model's accuracy both ways, the training time (evaluation excluded, the DAWNBench rule).
 Across runs: mean, std (n - 1), min, max, and how many reach --target, plain and with TTA.
 
@@ -29,8 +29,8 @@ from legacy_eager.run_folder import read_metrics, read_run_info, run_config
 from legacy_eager.signals import signals_handled
 from legacy_eager.data import data_path
 
-STATS = (("val_acc", "val acc"), ("val_acc_tta", "val acc, flip TTA"),
-         ("onnx_accuracy", "ONNX"), ("onnx_accuracy_tta", "ONNX, flip TTA"),
+STATS = (("val_acc", "val acc"), ("val_acc_tta", "val acc, TTA"),
+         ("onnx_accuracy", "ONNX"), ("onnx_accuracy_tta", "ONNX, TTA"),
          ("train_time_s", "training s"))
 
 
@@ -149,7 +149,7 @@ def markdown(report):
     runs, stats, target = report["runs"], report["statistics"], report["target"]
     head = "| run | " + " | ".join(label for _, label in STATS) + " |"
     lines = [f"{len(runs)} runs, target {target:g}: {stats['reached_target']} of {len(runs)} "
-             f"reach it, {stats['reached_target_tta']} with flip TTA.", "", head,
+             f"reach it, {stats['reached_target_tta']} with TTA.", "", head,
              "|" + " --- |" * (len(STATS) + 1)]
 
     def cells(values):

@@ -55,7 +55,7 @@ def test_onnx_matches_the_trained_network_at_any_batch_size(exported):
 
     run_dir, _ = exported
     run_info, checkpoint = savedmodel.read_run(run_dir)
-    model = savedmodel.restore_model(run_info, checkpoint)
+    model, _ = savedmodel.restore_model(run_info, checkpoint)
     norm = run_info["data"]["normalization"]
     images = synthetic.make_arrays(7, seed=9)[0]
     x = (images.astype(np.float32) - np.float32(norm["mean"])) / np.float32(norm["std"])

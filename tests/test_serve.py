@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from export.predict import OnnxClassifier
+from legacy_eager.tta import FLIP
 from export.serving.batcher import Batcher
 from tests import synthetic
 from tests.serving import Server
@@ -146,6 +147,8 @@ def test_requests_in_one_window_run_as_one_batch():
     calls = []
 
     class Recorder:
+        tta_views = FLIP
+
         def run(self, images, batch_size):
             calls.append(len(images))
             logits = images.reshape(len(images), -1)[:, :10].astype(np.float32)
