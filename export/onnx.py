@@ -12,8 +12,10 @@ export.predict and the server apply.
 own test images, once plainly and once with the run's test-time augmentation (serving_tta
 against export.predict's passes over the views of `tta_views`): max |logits difference| and top-1 agreement go to
 parity.json, with "result": "pass" or "fail". The new model.onnx replaces an old one only
-when max |diff| <= 1e-4 and agreement is 100% both ways; otherwise the exit code is 1 and
-any earlier model.onnx stays.
+when max |diff| <= 1e-4 and the top-1 classes agree both ways on every image but ties
+(images whose two highest SavedModel logits are within 2e-4, where two runtimes within
+1e-4 of each other may rank them either way; parity.json counts them); otherwise the exit
+code is 1 and any earlier model.onnx stays.
 
     python -m export.onnx --run DIR --int8  # also DIR/model.int8.onnx
 
@@ -37,6 +39,9 @@ from legacy_eager.errors import UserFacingError
 
 OPSET = 17
 MAX_LOGIT_DIFF = 1e-4
+# Two runtimes within MAX_LOGIT_DIFF of each other can order two logits this close either
+# way: such an image is a tie, not a disagreement (a barely trained network has some).
+TIE_MARGIN = 2 * MAX_LOGIT_DIFF
 CALIBRATION_IMAGES = 1024
 MIN_INT8_AGREEMENT = 0.99
 MAX_INT8_ACCURACY_DROP = 0.005
@@ -104,10 +109,13 @@ def savedmodel_logits(saved_model, images, signature=SIGNATURE_NAME, batch_size=
 def _compare(logits, reference, labels, class_names):
     predicted = np.argmax(logits, 1)
     agree = predicted == np.argmax(reference, 1)
+    top2 = np.sort(reference, 1)[:, -2:]
+    tie = top2[:, 1] - top2[:, 0] <= TIE_MARGIN
     max_diff = float(np.max(np.abs(logits - reference)))
     return {
         "max_abs_logits_diff": max_diff, "top1_agreement": float(np.mean(agree)),
-        "passed": bool(max_diff <= MAX_LOGIT_DIFF and agree.all()),
+        "disagreements_at_ties": int(np.sum(~agree & tie)),
+        "passed": bool(max_diff <= MAX_LOGIT_DIFF and (agree | tie).all()),
         "onnx_accuracy": accuracy_report(predicted, labels, class_names)["accuracy"],
         "savedmodel_accuracy": float(np.mean(np.argmax(reference, 1) == labels)),
     }, predicted
