@@ -202,6 +202,17 @@ def test_the_recipe_sets_its_figures_and_a_typed_flag_wins():
     assert parse_args(["--recipe", "airbench94", "--mode", "xla"]).mode == "xla"
 
 
+def test_repro_takes_the_recipe_and_refuses_the_seeds_flags_before_any_run():
+    from export import repro
+    from legacy_eager.errors import UsageError
+
+    args, flags = repro.parse(["--runs", "5", "--out", "x", "--recipe", "airbench94",
+                               "--precision", "mixed_bfloat16"])
+    assert args.runs == 5 and parse_args(flags).network == "airbench94"
+    with pytest.raises(UsageError, match="--cutout"):
+        repro.parse(["--runs", "5", "--out", "x", "--recipe", "airbench94", "--cutout", "8"])
+
+
 def test_fractional_epochs_are_davidnets_error_in_one_line(capsys):
     assert train.main(["--epochs", "9.9"]) == 2
     err = capsys.readouterr().err.strip()
@@ -260,6 +271,22 @@ def test_the_exports_equal_the_trained_network_on_the_tta_views(airbench_run):
     loaded = tf.saved_model.load(os.path.join(out, "saved_model"))
     served = loaded.signatures["serving_tta"](images=tf.constant(images))["logits"].numpy()
     np.testing.assert_allclose(served, tta_logits(model, x).numpy(), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_predict_tta_applies_the_six_views(airbench_run, tree, tiny_arrays, capsys):
+    from export import predict
+
+    out, _ = airbench_run
+    model = os.path.join(out, "model.onnx")
+    assert predict.main([model, os.path.join(tree, "test"), "--evaluate", "--tta", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    _, (x, y) = tiny_arrays  # the tree's test images
+    expected = predict.OnnxClassifier(model).run(x, tta=True)[0].argmax(1)
+    assert report["tta"] and report["images"] == 20
+    assert report["accuracy"] == pytest.approx(np.mean(expected == y))
+    assert predict.main([model, os.path.join(tree, "test"), "--evaluate", "--tta"]) == 0
+    assert "(TTA of 6 views)" in capsys.readouterr().out
 
 
 @pytest.mark.slow
