@@ -1,8 +1,10 @@
 """airbench94's network in tf_keras, with its names and order: a 2x2 whitening convolution
 (3 -> 24 channels, frozen filters, trained bias) and GELU, three ConvGroups (64, 256, 256
 channels: conv, max-pool 2, BatchNorm, GELU, conv, BatchNorm, GELU), max-pool 3, and a
-bias-free linear layer scaled by 1/9. 1,975,096 numbers (1,970,488 weights, of which
-1,970,176 train; 4,608 BatchNorm scales (fixed at 1), biases and moving statistics).
+bias-free linear layer scaled by 1/9. 1,973,944 numbers: 1,971,352 trained (1,970,176
+conv and linear weights, 24 whitening biases, 1,152 BatchNorm biases), 288 frozen whitening
+weights and 2,304 BatchNorm moving statistics (PyTorch also stores the 1,152 BatchNorm
+scales fixed at 1: 1,975,096).
 
 As airbench94.py: convolutions start as PyTorch's (uniform +-1/sqrt(fan in)) and then their
 first c_in filters as the identity (dirac), an implicit residual; BatchNorm with momentum
