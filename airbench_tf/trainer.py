@@ -122,7 +122,10 @@ class Trainer:
         loss_sum, correct_sum, n, per_image = 0.0, 0.0, 0, []
         for x, y in batches:
             loss, correct = self.train_step(x, y)
-            loss_sum, correct_sum = loss_sum + loss, correct_sum + correct
+            # float64 sums, as the seed's Trainer: a resumed epoch adds its two parts and
+            # must come to the same figure as the epoch run whole
+            loss_sum = loss_sum + tf.cast(loss, tf.float64)
+            correct_sum = correct_sum + tf.cast(correct, tf.float64)
             per_image.append(loss / int(x.shape[0]))
             n, step = n + 1, step + 1
             if hyp.ema_due(epoch, step):
