@@ -5,13 +5,17 @@
 Conversion is tf2onnx's own command line (opset 17; the batch dimension stays dynamic).
 The model has one input, `images` uint8 [batch, 32, 32, 3], and two outputs, `logits` and
 `probabilities` float32 [batch, 10]; `metadata_props` carries `class_names`, `mean` and
-`std` (JSON) and a description of the normalisation, which runs inside the graph.
+`std` (JSON), a description of the normalisation, which runs inside the graph, the
+`network` and its TTA as `tta_views` (JSON: weight, flip, dy, dx of each view), which
+export.predict and the server apply.
 `onnx.checker` must pass. ONNX Runtime is then compared with the SavedModel on the run's
-own test images, once plainly and once with flip test-time augmentation (serving_tta
-against export.predict's two passes): max |logits difference| and top-1 agreement go to
+own test images, once plainly and once with the run's test-time augmentation (serving_tta
+against export.predict's passes over the views of `tta_views`): max |logits difference| and top-1 agreement go to
 parity.json, with "result": "pass" or "fail". The new model.onnx replaces an old one only
-when max |diff| <= 1e-4 and agreement is 100% both ways; otherwise the exit code is 1 and
-any earlier model.onnx stays.
+when max |diff| <= 1e-4 and the top-1 classes agree both ways on every image but ties
+(images whose two highest SavedModel logits are within 2e-4, where two runtimes within
+1e-4 of each other may rank them either way; parity.json counts them); otherwise the exit
+code is 1 and any earlier model.onnx stays.
 
     python -m export.onnx --run DIR --int8  # also DIR/model.int8.onnx
 
@@ -35,6 +39,9 @@ from legacy_eager.errors import UserFacingError
 
 OPSET = 17
 MAX_LOGIT_DIFF = 1e-4
+# Two runtimes within MAX_LOGIT_DIFF of each other can order two logits this close either
+# way: such an image is a tie, not a disagreement (a barely trained network has some).
+TIE_MARGIN = 2 * MAX_LOGIT_DIFF
 CALIBRATION_IMAGES = 1024
 MIN_INT8_AGREEMENT = 0.99
 MAX_INT8_ACCURACY_DROP = 0.005
@@ -64,11 +71,13 @@ def finish_model(path, run_info):
     meta = metadata(run_info)
     props = {"class_names": json.dumps(meta["class_names"]), "mean": json.dumps(meta["mean"]),
              "std": json.dumps(meta["std"]), "normalization": meta["normalization"],
-             "input": meta["input"]}
+             "input": meta["input"], "network": meta["network"],
+             "tta_views": json.dumps(meta["tta_views"])}
     del model.metadata_props[:]
     for key, value in props.items():
         model.metadata_props.add(key=key, value=value)
-    model.doc_string = "DavidNet (CIFAR-10) exported by davidnet-tf"
+    network = "airbench94" if meta["network"] == "airbench94" else "DavidNet"
+    model.doc_string = f"{network} (CIFAR-10) exported by davidnet-tf"
     onnx.checker.check_model(model)
     inputs = [(i.name, i.type.tensor_type.elem_type) for i in model.graph.input]
     if inputs != [("images", onnx.TensorProto.UINT8)]:
@@ -100,10 +109,13 @@ def savedmodel_logits(saved_model, images, signature=SIGNATURE_NAME, batch_size=
 def _compare(logits, reference, labels, class_names):
     predicted = np.argmax(logits, 1)
     agree = predicted == np.argmax(reference, 1)
+    top2 = np.sort(reference, 1)[:, -2:]
+    tie = top2[:, 1] - top2[:, 0] <= TIE_MARGIN
     max_diff = float(np.max(np.abs(logits - reference)))
     return {
         "max_abs_logits_diff": max_diff, "top1_agreement": float(np.mean(agree)),
-        "passed": bool(max_diff <= MAX_LOGIT_DIFF and agree.all()),
+        "disagreements_at_ties": int(np.sum(~agree & tie)),
+        "passed": bool(max_diff <= MAX_LOGIT_DIFF and (agree | tie).all()),
         "onnx_accuracy": accuracy_report(predicted, labels, class_names)["accuracy"],
         "savedmodel_accuracy": float(np.mean(np.argmax(reference, 1) == labels)),
     }, predicted
@@ -112,7 +124,7 @@ def _compare(logits, reference, labels, class_names):
 def parity(onnx_path, saved_model, images, labels, class_names):
     """The parity.json record, and ONNX Runtime's top-1 predictions (reused for INT8).
     Checked twice: serving_default against one ONNX pass, and serving_tta against
-    export.predict's two-pass flip TTA."""
+    export.predict's TTA (a pass per view of the model's tta_views)."""
     classifier = OnnxClassifier(onnx_path)
     plain, predicted = _compare(classifier.run(images)[0], savedmodel_logits(saved_model, images),
                                 labels, class_names)
@@ -204,12 +216,12 @@ def export_onnx(run_dir, log=print, int8=False):
         if not result["passed"]:
             raise ExportFailed(
                 f"ONNX Runtime differs from the SavedModel on {result['images']} test images "
-                f"(max |logits diff| {result['max_abs_logits_diff']:.2e}, with flip TTA "
+                f"(max |logits diff| {result['max_abs_logits_diff']:.2e}, with TTA "
                 f"{result['tta']['max_abs_logits_diff']:.2e}; top-1 agreement "
                 f"{result['top1_agreement']:.4f}, with TTA {result['tta']['top1_agreement']:.4f}); "
                 f"{run_dir}/parity.json has the figures and any earlier model.onnx is kept")
     log(f"wrote {target}: on {result['images']} test images max |logits diff| "
-        f"{result['max_abs_logits_diff']:.2e} (flip TTA {result['tta']['max_abs_logits_diff']:.2e}), "
+        f"{result['max_abs_logits_diff']:.2e} (TTA {result['tta']['max_abs_logits_diff']:.2e}), "
         f"top-1 agreement {result['top1_agreement']:.4f} ({result['tta']['top1_agreement']:.4f}), "
         f"ONNX accuracy {result['onnx_accuracy']:.4f} ({result['tta']['onnx_accuracy']:.4f})")
     if int8:

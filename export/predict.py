@@ -10,8 +10,10 @@ to 32x32 with Pillow's bilinear filter, aspect ratio not kept.
 
 --evaluate reads labels from each image's parent folder (a CIFAR-10 class name) and
 prints overall and per-class accuracy and the 10x10 confusion matrix (--plot draws it);
-in trees with train/ and test/ folders only the --split folder counts. --tta averages
-each image's logits with its mirror image's (flip test-time augmentation, two passes). A
+in trees with train/ and test/ folders only the --split folder counts. --tta applies the
+model's own test-time augmentation, the views its metadata lists (`tta_views`), a pass per
+view: DavidNet's flip TTA averages each image's logits with its mirror image's; airbench94's
+level 2 adds 1-pixel translations (6 views). A model without `tta_views` gets flip TTA. A
 file that cannot be read gets one line on stderr; the rest are still classified, and the
 exit code is 1 at the end.
 
@@ -32,6 +34,7 @@ import tarfile
 
 import numpy as np
 
+from legacy_eager import tta as tta_views
 from legacy_eager.cli import Parser, positive
 from legacy_eager.errors import UsageError, run_cli
 
@@ -54,20 +57,23 @@ class OnnxClassifier:
         meta = self.session.get_modelmeta().custom_metadata_map
         names = json.loads(meta["class_names"]) if "class_names" in meta else None
         self.class_names = names or [str(i) for i in range(10)]
+        # The model's TTA; flip TTA for exports from before tta_views was written.
+        self.tta_views = (tta_views.from_json(meta["tta_views"], f"{path}: tta_views")
+                          if "tta_views" in meta else tta_views.FLIP)
 
     def run(self, images, batch_size=256, tta=False):
         """(logits, probabilities) for uint8 images [N, 32, 32, 3], batch_size at a time.
-        tta: flip test-time augmentation, a second pass over the mirror images; the logits
-        are the mean of both, the probabilities their softmax (as the SavedModel's
-        serving_tta)."""
+        tta: the model's test-time augmentation, a pass per view of self.tta_views; the
+        logits are the views' weighted sum, the probabilities their softmax (as the
+        SavedModel's serving_tta)."""
+        if tta:
+            logits = tta_views.combine([self.run(tta_views.view_images(images, v), batch_size)[0]
+                                        for v in self.tta_views], self.tta_views)
+            return logits, softmax(logits)
         outs = [self.session.run(["logits", "probabilities"], {"images": images[i:i + batch_size]})
                 for i in range(0, len(images), batch_size)]
-        logits, probs = np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
-        if not tta:
-            return logits, probs
-        mirrored, _ = self.run(np.ascontiguousarray(images[:, :, ::-1]), batch_size)
-        logits = (logits + mirrored) / 2
-        return logits, softmax(logits)
+        return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+
 
 
 def softmax(logits):
@@ -209,8 +215,8 @@ def parser():
     p.add_argument("--split", default="test", choices=("train", "test"),
                    help="with --evaluate, the split counted in train/ + test/ trees (default test)")
     p.add_argument("--tta", action="store_true",
-                   help="flip test-time augmentation: average each image's logits with its "
-                        "mirror image's (two passes)")
+                   help="the model's test-time augmentation (its metadata's tta_views; flip "
+                        "TTA for DavidNet, 6 views for airbench94), a pass per view")
     p.add_argument("--plot", metavar="FILE.png",
                    help="with --evaluate, also draw the confusion matrix into FILE.png")
     return p
@@ -273,7 +279,7 @@ def predict(argv):
             print(json.dumps(report))
         else:
             print(f"accuracy {report['accuracy']:.4f} on {report['images']} images"
-                  + (" (flip TTA)" if args.tta else ""))
+                  + (f" ({tta_views.describe(classifier.tta_views)})" if args.tta else ""))
             for cls, r in report["per_class"].items():
                 print(f"  {cls:<10} {r['accuracy']:.4f}  ({r['images']} images)")
             print(format_confusion(report["confusion"], names))
@@ -282,7 +288,7 @@ def predict(argv):
 
             draw_confusion(report["confusion"], names, args.plot,
                            title=f"{os.path.basename(args.model)}: accuracy {report['accuracy']:.4f}"
-                                 + (" (flip TTA)" if args.tta else ""))
+                                 + (f" ({tta_views.describe(classifier.tta_views)})" if args.tta else ""))
     return EXIT_UNREADABLE if failures else 0
 
 

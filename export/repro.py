@@ -7,7 +7,7 @@ seeds out over processes or machines that share the sweep folder.
 
 Runs `python -m export.train_and_export` (train, export the SavedModel and ONNX, check parity)
 with --seed 0..N-1 into DIR/run-0, DIR/run-1, ..., then writes DIR/repro.json, a markdown
-table DIR/repro.md and DIR/repro.png: per run val_acc, flip TTA, the ONNX model's accuracy
+table DIR/repro.md and DIR/repro.png: per run val_acc, the recipe's TTA, the ONNX model's accuracy
 both ways, the training time (evaluation excluded, the DAWNBench rule), precision and CPU;
 across runs mean, median, std (n - 1), min, max and how many reach --target.
 

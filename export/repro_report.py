@@ -1,6 +1,6 @@
 """The report of a sweep (export.sweep): DIR/repro.json, DIR/repro.md and DIR/repro.png from
 its finished runs, with the seeds still in progress and those missing. Per run: val_acc and
-val_acc_tta (flip TTA), the ONNX model's accuracy both ways, the training time (evaluation
+val_acc_tta (the recipe's TTA), the ONNX model's accuracy both ways, the training time (evaluation
 excluded, the DAWNBench rule), the precision and the machine's CPU. Across runs: mean,
 median, std (n - 1), min, max, and how many reach the target. Framework-free (matplotlib
 draws the picture).
@@ -20,8 +20,8 @@ from legacy_eager.config import Config, flag_name
 from legacy_eager.errors import UsageError
 from legacy_eager.run_folder import read_metrics, read_run_info, run_config
 
-STATS = (("val_acc", "val acc"), ("val_acc_tta", "val acc, flip TTA"),
-         ("onnx_accuracy", "ONNX"), ("onnx_accuracy_tta", "ONNX, flip TTA"),
+STATS = (("val_acc", "val acc"), ("val_acc_tta", "val acc, TTA"),
+         ("onnx_accuracy", "ONNX"), ("onnx_accuracy_tta", "ONNX, TTA"),
          ("train_time_s", "training s"))
 ACCURACIES = ("val_acc", "val_acc_tta", "onnx_accuracy", "onnx_accuracy_tta")
 NOT_RECORDED = "not recorded"
@@ -113,7 +113,7 @@ def markdown(report):
     lines = []
     if runs:
         lines += [f"{len(runs)} runs, target {target:g}: {stats['reached_target']} of {len(runs)} "
-                  f"reach it, {stats['reached_target_tta']} with flip TTA.", "",
+                  f"reach it, {stats['reached_target_tta']} with TTA.", "",
                   "| run | " + " | ".join(label for _, label in STATS) + " | precision | CPU |",
                   "|" + " --- |" * (len(STATS) + 3)]
         for r in runs:

@@ -6,15 +6,20 @@ Signature `serving_default`:
     images          uint8   [batch, 32, 32, 3]  RGB pixels, 0..255
  -> logits          float32 [batch, 10]
     probabilities   float32 [batch, 10]        softmax of logits
-Signature `serving_tta`: the same, with flip test-time augmentation (logits are the mean
-of the image's and its mirror image's; probabilities their softmax).
+Signature `serving_tta`: the same, with the run's test-time augmentation: the weighted sum
+of the logits of its views (legacy_eager.tta): DavidNet's flip TTA, the image and its mirror
+image 1/2 each; airbench94's level 2, the image and its mirror 1/4 each and the four
+mirrored and unmirrored 1-pixel translations 1/8 each. Probabilities are their softmax.
 The training normalisation ((x - mean) / std per RGB channel) runs inside the graph and
 the network runs in inference mode (BatchNorm moving statistics, no dropout). The model
 also carries `class_names` (string [10]), `mean` and `std` (float32 [3]) as variables, and
-the same as JSON in `assets.extra/davidnet.json`. No optimizer state, no device pinning.
+the same as JSON in `assets.extra/davidnet.json` (with the network's name and TTA views).
+The network is the one the run's config.json names (DavidNet when it names none). No
+optimizer state, no device pinning.
 """
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -43,7 +48,7 @@ def read_run(run_dir):
         raise UsageError(f"--run {run_dir}: no checkpoint in {run_dir}/checkpoints/ "
                          "(the run has not finished an epoch)")
     epoch, batch, bad = checkpoints.describe(checkpoint)
-    epochs = run_info["config"]["epochs"]
+    epochs = math.ceil(run_info["config"]["epochs"])  # airbench94's 9.9 runs 10 epoch loops
     if batch != 0 or epoch != epochs:
         where = (f"in epoch {epoch + 1} of {epochs}, after batch {batch}" if batch
                  else f"after epoch {epoch} of {epochs}")
@@ -56,24 +61,44 @@ def read_run(run_dir):
     return run_info, checkpoint
 
 
+def network_name(run_info):
+    """The network a run trained: config.json's, DavidNet for runs from before airbench94."""
+    return run_info["config"].get("network", "davidnet")
+
+
+def tta_views(run_info):
+    """The run's test-time augmentation as legacy_eager.tta views."""
+    from legacy_eager import tta
+
+    if network_name(run_info) == "airbench94":
+        from airbench_tf import hyp
+
+        return hyp.TTA_VIEWS[hyp.TTA_LEVEL]
+    return tta.FLIP
+
+
 def restore_model(run_info, checkpoint):
-    """A fresh DavidNet of the run's width holding the checkpoint's weights (model only:
-    the optimizer's slots and the global step are left behind)."""
+    """A fresh network of the run's kind (DavidNet of its width, or airbench94) holding the
+    checkpoint's weights (model only: the optimizer's state and the global step are left
+    behind), and its TTA logits function (model, normalised images) -> logits."""
     import tensorflow as tf
 
-    from legacy_eager.model import DavidNet, build
+    if network_name(run_info) == "airbench94":
+        from airbench_tf.model import Airbench94, build, tta_logits
 
-    model = DavidNet(c=run_info["config"]["width"])
+        model, tta = Airbench94(), tta_logits
+    else:
+        from legacy_eager.model import DavidNet, build, flip_tta_logits
+
+        model, tta = DavidNet(c=run_info["config"]["width"]), flip_tta_logits
     status = tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
     build(model)
     status.assert_existing_objects_matched()
-    return model
+    return model, tta
 
 
-def make_serving_module(model, run_info):
+def make_serving_module(model, run_info, tta_logits):
     import tensorflow as tf
-
-    from legacy_eager.model import flip_tta_logits
 
     norm = run_info["data"]["normalization"]
 
@@ -95,7 +120,7 @@ def make_serving_module(model, run_info):
 
         @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.uint8, name="images")])
         def serve_tta(self, images):
-            logits = flip_tta_logits(self.model, self._normalized(images))
+            logits = tta_logits(self.model, self._normalized(images))
             return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
 
     return DavidNetServing()
@@ -106,7 +131,8 @@ def metadata(run_info):
     return {"class_names": run_info["data"]["classes"], "mean": norm["mean"], "std": norm["std"],
             "input": "images: uint8 [batch, 32, 32, 3] RGB",
             "normalization": "(images - mean) / std per RGB channel, inside the graph",
-            "width": run_info["config"]["width"]}
+            "width": run_info["config"]["width"], "network": network_name(run_info),
+            "tta_views": [v._asdict() for v in tta_views(run_info)]}
 
 
 def export_savedmodel(run_dir):
@@ -114,7 +140,8 @@ def export_savedmodel(run_dir):
     run_info, checkpoint = read_run(run_dir)
     import tensorflow as tf
 
-    module = make_serving_module(restore_model(run_info, checkpoint), run_info)
+    model, tta = restore_model(run_info, checkpoint)
+    module = make_serving_module(model, run_info, tta)
     target = os.path.join(run_dir, "saved_model")
     # Keras warns once per sub-model that it cannot serialise its config; the SavedModel
     # does not need it (it is served through the traced signature).

@@ -25,7 +25,7 @@ from export.savedmodel import export_savedmodel
 from legacy_eager.config import parse_args
 from legacy_eager.config import parser as training_parser
 from legacy_eager.errors import run_cli
-from legacy_eager.run import run
+from legacy_eager.run import run, tta_name
 
 MAX_ACCURACY_GAP = 0.001  # 0.1 percentage point
 PROG = "python -m export.train_and_export"
@@ -49,12 +49,13 @@ def train_and_export(argv, log=print):
     final = summary["final"]
     val_acc, val_tta = final["val_acc"], final["val_acc_tta"]
     precision = summary["config"]["precision"]
+    tta = tta_name(summary["config"].get("network", "davidnet"))
     log(f"accuracy on the {parity['images']} test images: ONNX Runtime {onnx_acc:.4f} "
-        f"(flip TTA {onnx_tta:.4f}), training's final val_acc {val_acc:.4f} (flip TTA {val_tta:.4f})"
+        f"({tta} {onnx_tta:.4f}), training's final val_acc {val_acc:.4f} ({tta} {val_tta:.4f})"
         + ("" if precision == "fp32" else
            f" (evaluated in {precision}; exports are float32, so they may differ a little)"))
     # Only a float32 run evaluates the very network that is exported.
-    for name, got, want in (("", onnx_acc, val_acc), (" with flip TTA", onnx_tta, val_tta)):
+    for name, got, want in (("", onnx_acc, val_acc), (f" with {tta}", onnx_tta, val_tta)):
         if precision == "fp32" and abs(got - want) > MAX_ACCURACY_GAP:
             raise ExportFailed(f"ONNX accuracy{name} {got:.4f} is more than 0.1 point from "
                                f"the training's {want:.4f}")

@@ -2,7 +2,7 @@
 
 Framework-free (import without TensorFlow): `schedule`, `report`, `data` (but for TFDS
 folders), `config`, `cli`, `errors`, `atomic`, `signals`, `devices`, `streams`,
-`run_folder`, `plots`, and `run` and `train` until a run starts. TensorFlow: `model`,
+`run_folder`, `plots`, `tta`, and `run` and `train` until a run starts. TensorFlow: `model`,
 `optim`, `input_pipeline`, `steps`, `loss_scale`, `trainer`, `loop`, `checkpoints`,
 `tensorboard`.
 """

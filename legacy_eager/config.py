@@ -1,5 +1,5 @@
-"""Flags and their defaults (the seed's Colab form values), and the named recipes.
-Framework-free."""
+"""Flags and their defaults (the seed's Colab form values), and the named recipes, one of
+which (airbench94) names another network than the seed's DavidNet. Framework-free."""
 import argparse
 import dataclasses
 from dataclasses import dataclass
@@ -11,11 +11,13 @@ from legacy_eager.errors import UsageError
 
 @dataclass
 class Config:
-    epochs: int = 24
-    batch_size: int = 512
+    epochs: int = 24            # airbench94: a number (9.9), its steps ceil(steps per epoch x epochs)
+    batch_size: int = 512       # airbench94: 1024, full batches only
     lr: float = 0.4             # peak of the one-cycle schedule, per batch; the optimizer gets lr / batch_size
-    momentum: float = 0.9       # Nesterov
+                                # (airbench94: 11.5 per 1024 examples, decoupled from the momentum)
+    momentum: float = 0.9       # Nesterov (airbench94: 0.85)
     weight_decay: float = 5e-4  # per example; the loop adds v * weight_decay * batch_size to the summed-loss gradient
+                                # (airbench94: 0.0153 per 1024 examples, decoupled from lr)
     width: int = 64             # channels of the first layer (c); the blocks use 2c, 4c, 8c
     mode: str = "function"      # eager: the seed's loop as written; function: the same step in tf.function; xla: compiled by XLA
     pipeline: str = "fast"      # seed: the seed's tf.data chain; fast: uint8, whole-batch augmentation
@@ -33,6 +35,7 @@ class Config:
     dropout: float = 0.05       # the seed's rate after every conv; 0: the layers pass through (Page's dawn.py has none)
     allow_cpu: bool = False     # train on the CPU although nvidia-smi lists a GPU TensorFlow cannot use
     recipe: str | None = None   # the --recipe that set some of the flags above (RECIPES), if any
+    network: str = "davidnet"   # davidnet (legacy_eager) or airbench94 (airbench_tf); set by --recipe
 
     # How this process runs, not what the run is: --resume takes them anew.
     PER_PROCESS = ("resume", "allow_cpu")
@@ -50,7 +53,13 @@ RECIPES = {
     "default": {"wd_loop": "intended", "cutout": 0, "dropout": 0.05},
     # Page's DAWNBench entry (dawn.py): Cutout 8x8, no dropout
     "dawnbench": {"wd_loop": "intended", "cutout": 8, "dropout": 0.0},
+    # Keller Jordan's airbench94.py (airbench_tf): its network, length and decoupled figures
+    "airbench94": {"network": "airbench94", "epochs": 9.9, "batch_size": 1024, "lr": 11.5,
+                   "momentum": 0.85, "weight_decay": 0.0153},
 }
+NETWORKS = ("davidnet", "airbench94")
+# Flags of the seed's recipe that mean nothing to airbench94's: typed, they are refused.
+AIRBENCH_REFUSED = ("wd_loop", "cutout", "dropout", "width", "pipeline", "devices")
 
 
 def flag_name(field):
@@ -58,12 +67,17 @@ def flag_name(field):
 
 
 def describe_recipe(name):
-    """`--wd-loop seed --cutout 0 --dropout 0.05`: the flags a recipe sets."""
-    return " ".join(f"{flag_name(k)} {v:g}" if isinstance(v, float) else f"{flag_name(k)} {v}"
+    """`--wd-loop seed --cutout 0 --dropout 0.05`: the flags a recipe sets (and its network,
+    which no flag sets)."""
+    return " ".join(f"{'network' if k == 'network' else flag_name(k)} "
+                    + (f"{v:g}" if isinstance(v, float) else str(v))
                     for k, v in RECIPES[name].items())
 
 
 _fraction = checked(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
+# A number here; DavidNet's recipe then requires a whole one (parse_args).
+_epochs = checked(float, "a positive integer (a positive number such as 9.9 with --recipe "
+                         "airbench94)", lambda v: 0 < v < 1e6)
 _non_negative = checked(float, "a number >= 0", lambda v: v >= 0)
 
 
@@ -78,25 +92,35 @@ def parser(prog=PROG):
                 description="Train DavidNet on CIFAR-10 with the seed's recipe (TF 1.x eager "
                             "port). The defaults are the port's recipe (--recipe default): the "
                             "seed's 24 epochs with its weight decay applied; 94% takes flip "
-                            "TTA or --recipe dawnbench (docs/reproducing.md).",
+                            "TTA or --recipe dawnbench (docs/reproducing.md). --recipe "
+                            "airbench94 trains Keller Jordan's airbench94 network instead; "
+                            "--epochs, --batch-size, --lr, --momentum and --weight-decay then "
+                            "take its meanings (each flag's help says).",
                 epilog="recipes (--recipe NAME sets these flags; a flag you type wins):\n"
                        + "\n".join(f"  {name:10} {describe_recipe(name)}" for name in RECIPES),
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", choices=tuple(RECIPES), default=None, metavar="NAME",
                    help="a named recipe: " + ", ".join(RECIPES) + " (listed below); sets "
-                        "--wd-loop, --cutout and --dropout unless you type them")
-    p.add_argument("--epochs", type=positive(int, "integer"), default=d.epochs,
-                   help="default %(default)s")
+                        "the flags listed unless you type them")
+    p.add_argument("--epochs", type=_epochs, default=d.epochs,
+                   help="default %(default)s; airbench94: a number (default 9.9), its run "
+                        "takes ceil(full batches per epoch x epochs) steps, the last epoch cut "
+                        "short")
     p.add_argument("--batch-size", type=positive(int, "integer"), default=d.batch_size,
-                   help="default %(default)s; the last partial batch is kept")
+                   help="default %(default)s; the last partial batch is kept (airbench94: "
+                        "1024, the last partial batch dropped)")
     p.add_argument("--lr", type=positive(float, "number"), default=d.lr,
                    help="peak of the one-cycle schedule, per batch; the optimizer gets "
-                        "lr / batch size (default %(default)s)")
+                        "lr / batch size (default %(default)s). airbench94: the peak of its "
+                        "triangle per 1024 examples, decoupled from the momentum: the optimizer "
+                        "gets lr / (1024 (1 + 1 / (1 - momentum))), BatchNorm biases 64x (11.5)")
     p.add_argument("--momentum", type=_fraction, default=d.momentum,
-                   help="Nesterov momentum (default %(default)s)")
+                   help="Nesterov momentum (default %(default)s; airbench94: 0.85)")
     p.add_argument("--weight-decay", type=_non_negative, default=d.weight_decay,
                    help="per example: the summed loss's gradient gets v * wd * batch size "
-                        "(default %(default)s)")
+                        "(default %(default)s). airbench94: per 1024 examples, decoupled from "
+                        "lr: each step shrinks a weight by about wd * batch size / (1024 (1 + "
+                        "1 / (1 - momentum))) times the schedule (0.0153)")
     p.add_argument("--width", type=positive(int, "integer"), default=d.width,
                    help="channels of the first layer (the blocks use 2x, 4x, 8x); 64 is the "
                         "blog's network, 16 is for quick checks (default %(default)s)")
@@ -187,4 +211,26 @@ def parse_args(argv=None, p=None):
             raise UsageError(f"--resume continues a run with its own flags; drop {flags}")
     if args["recipe"]:
         args.update({k: v for k, v in RECIPES[args["recipe"]].items() if k not in typed})
-    return Config(**args)
+    config = Config(**args)
+    check_network_flags(config, typed)
+    if float(config.epochs).is_integer():
+        config.epochs = int(config.epochs)
+    return config
+
+
+def check_network_flags(config, typed):
+    """One line for a flag that means nothing to the run's network, or an --epochs that
+    DavidNet's whole-epoch schedule cannot take."""
+    if config.network == "davidnet":
+        if not float(config.epochs).is_integer():
+            raise UsageError(f"--epochs {config.epochs:g}: DavidNet's recipes take a whole number "
+                             "of epochs (a fraction such as 9.9 only with --recipe airbench94)")
+        return
+    refused = [k for k in AIRBENCH_REFUSED if k in typed]
+    if refused:
+        raise UsageError(f"{flag_name(refused[0])}: a flag of the seed's recipe, which means "
+                         f"nothing to --recipe {config.recipe} (its network has no dropout or "
+                         "width, its pipeline is its own, it trains on one device)")
+    if config.mode == "eager":
+        raise UsageError(f"--mode eager: the seed's eager loop; --recipe {config.recipe} runs "
+                         "its step in tf.function (--mode function) or XLA (--mode xla)")

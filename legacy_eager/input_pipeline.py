@@ -157,8 +157,9 @@ PIPELINES = {"seed": (seed_pipeline, test_set), "fast": (fast_train_set, fast_te
 
 
 def epoch_batches(train_set, epoch, start=0):
-    """The batches of `epoch` from number `start` on. The fast pipeline replays them
-    exactly; the seed's tf.data chain can only skip ahead in a freshly shuffled pass."""
-    if isinstance(train_set, FastBatches):
+    """The batches of `epoch` from number `start` on. The fast pipeline (and airbench94's)
+    replays them exactly; the seed's tf.data chain can only skip ahead in a freshly
+    shuffled pass."""
+    if hasattr(train_set, "batches"):
         return train_set.batches(epoch, start)
     return itertools.islice(iter(train_set), start, None)

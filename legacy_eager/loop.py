@@ -11,7 +11,6 @@ import time
 from legacy_eager import checkpoints, report
 from legacy_eager.errors import Stopped
 from legacy_eager.input_pipeline import epoch_batches
-from legacy_eager.schedule import lr_schedule
 from legacy_eager.trainer import Diverged
 
 
@@ -19,22 +18,24 @@ def signal_name(signum):
     return signal.Signals(signum).name
 
 
-def epoch_record(config, epoch, *, train_loss, train_correct, test, len_train, len_test,
+def epoch_record(epoch, *, lr, train_loss, train_correct, trained, test, len_test,
                  train_time, eval_time, elapsed, global_step):
-    """The epoch's line: the seed's printed numbers, flip TTA, timings and the step.
-    train_loss and train_correct are sums over the epoch; `test` is the EvalSums."""
-    return {
-        "epoch": epoch,
-        # The seed prints lr_schedule(epoch+1): the schedule at the epoch's end, per batch.
-        "lr": float(lr_schedule(epoch, config.epochs, config.lr)),
-        "train_loss": train_loss / len_train, "train_acc": train_correct / len_train,
+    """The epoch's line: the seed's printed numbers, TTA, timings and the step.
+    lr: the trainer's at the epoch's end (the seed prints lr_schedule(epoch+1), per batch);
+    train_loss and train_correct are sums over the `trained` images of the epoch; `test` is
+    the EvalSums (without TTA figures, none are written)."""
+    record = {
+        "epoch": epoch, "lr": float(lr),
+        "train_loss": train_loss / trained, "train_acc": train_correct / trained,
         "val_loss": test.loss / len_test, "val_acc": test.correct / len_test,
-        "val_loss_tta": test.loss_tta / len_test, "val_acc_tta": test.correct_tta / len_test,
         "train_time_s": train_time, "eval_time_s": eval_time,
         "epoch_time_s": train_time + eval_time, "elapsed_s": elapsed,
-        "images_per_s": len_train / train_time,
+        "images_per_s": trained / train_time,
         "global_step": global_step,
     }
+    if test.loss_tta is not None:
+        record.update(val_loss_tta=test.loss_tta / len_test, val_acc_tta=test.correct_tta / len_test)
+    return record
 
 
 class _Saver:
@@ -70,7 +71,7 @@ def fit(trainer, train_set, test_set, len_train, len_test, out_dir, log=print, s
     checkpoint (step_losses: each step's training loss per image; first_batch: the run's
     number of the first of them). `batches(train_set, epoch, start)` yields an epoch's
     batches from `start` (input_pipeline.epoch_batches; tests pass one that also sends a signal)."""
-    config, progress = trainer.config, trainer.progress
+    progress = trainer.progress
     metrics = report.JsonLines(f"{out_dir}/metrics.jsonl")
     saver = _Saver(trainer, out_dir)
     should_stop = (lambda: stop() is not None) if stop else None
@@ -78,33 +79,34 @@ def fit(trainer, train_set, test_set, len_train, len_test, out_dir, log=print, s
     log(report.header_row())
     record = None
     t_start, elapsed_before = time.time(), float(progress.elapsed.numpy())
-    for epoch in range(int(progress.epoch.numpy()), config.epochs):
-        start = int(progress.batch.numpy())
+    for epoch in range(int(progress.epoch.numpy()), trainer.epochs):
+        start, steps = int(progress.batch.numpy()), trainer.steps_in_epoch(epoch)
         t_epoch = time.time()
         sums = trainer.train_epoch(
             batches(train_set, epoch, start), desc=f"epoch {epoch + 1}",
-            total=trainer.steps_per_epoch - start, should_stop=should_stop)
+            total=steps - start, should_stop=should_stop)
         # a resumed epoch adds the sums its checkpoint kept from before the stop
         loss_sum = sums.loss + float(progress.loss_sum.numpy())
         correct_sum = sums.correct + float(progress.correct_sum.numpy())
         ran, step_losses = sums.batches, sums.step_losses
         train_time = float(progress.train_time.numpy()) + time.time() - t_epoch
-        if start + ran < trainer.steps_per_epoch:  # a signal stopped the epoch
+        if start + ran < steps:  # a signal stopped the epoch
             progress.set(epoch=epoch, batch=start + ran, loss_sum=loss_sum,
                          correct_sum=correct_sum, train_time=train_time,
                          elapsed=elapsed_before + time.time() - t_start)
             saver.save(epoch + 1)
             raise Stopped(
                 f"stopped by {signal_name(stop())} in epoch {epoch + 1} after batch "
-                f"{start + ran} of {trainer.steps_per_epoch} (global step "
+                f"{start + ran} of {steps} (global step "
                 f"{int(trainer.global_step.numpy())}); checkpoint saved; {resume_hint}",
                 128 + stop())
         saver.check_finite(epoch + 1)  # before spending time on evaluation
         t_eval = time.time()
-        test = trainer.evaluate(test_set)
+        test = trainer.evaluate(test_set, final=epoch + 1 == trainer.epochs)
         eval_time, elapsed = time.time() - t_eval, elapsed_before + time.time() - t_start
-        record = epoch_record(config, epoch + 1, train_loss=loss_sum, train_correct=correct_sum,
-                              test=test, len_train=len_train, len_test=len_test,
+        record = epoch_record(epoch + 1, lr=trainer.epoch_end_lr(epoch + 1), train_loss=loss_sum,
+                              train_correct=correct_sum, trained=trainer.images_trained(epoch, len_train),
+                              test=test, len_test=len_test,
                               train_time=train_time, eval_time=eval_time, elapsed=elapsed,
                               global_step=int(trainer.global_step.numpy()))
         saver.check_finite(epoch + 1, record["val_loss"])

@@ -13,7 +13,7 @@ COLUMNS = (
     ("train_acc", "train acc", "{:>9.4f}"),
     ("val_loss", "val loss", "{:>8.4f}"),
     ("val_acc", "val acc", "{:>7.4f}"),
-    ("val_acc_tta", "tta", "{:>6.4f}"),  # not the seed's: val acc with flip test-time augmentation
+    ("val_acc_tta", "tta", "{:>6.4f}"),  # not the seed's: val acc with TTA (flip; airbench94's level 2, last epoch only)
     ("elapsed_s", "time", "{:>8.1f}"),
 )
 
@@ -27,7 +27,9 @@ def header_row():
 
 
 def format_row(record):
-    return "  ".join(f.format(record[k]).rjust(_width(h, f)) for k, h, f in COLUMNS)
+    """The row; a figure the record lacks (airbench94's TTA before its last epoch) is blank."""
+    return "  ".join((f.format(record[k]) if k in record else "").rjust(_width(h, f))
+                     for k, h, f in COLUMNS)
 
 
 class JsonLines:

@@ -1,6 +1,7 @@
 """A training run as a sequence of named stages: settle the config (a resumed run's own),
 choose the run folder, read the data, start TensorFlow on the chosen devices, build the
-trainer, restore or record, fit, and finish with summary.json. `run(config)` is what
+trainer (the seed's DavidNet, or airbench94's from airbench_tf when the recipe names that
+network), restore or record, fit, and finish with summary.json. `run(config)` is what
 `python -m legacy_eager.train` and `python -m export.train_and_export` call. TensorFlow is imported
 only once the flags and the data have been checked."""
 import os
@@ -44,6 +45,8 @@ def settle_config(config):
     if config.cutout and config.pipeline == "seed":
         raise UsageError(f"--cutout {config.cutout}: the seed's pipeline has no cutout; use "
                          "--pipeline fast (the default)")
+    if config.network == "airbench94" and task:
+        raise UsageError("TF_CONFIG: --recipe airbench94 trains on one device; unset TF_CONFIG")
     if task and config.devices > 1:
         raise UsageError(f"--devices {config.devices} with TF_CONFIG: a cluster trains one "
                          "replica per worker; drop --devices (or TF_CONFIG for one machine)")
@@ -80,7 +83,15 @@ def start_tensorflow(config, task, log, warn):
 
 def describe_run(*, config, tf, source, len_train, len_test, train_mean, train_std, trainer,
                  device_info):
+    network = {"name": config.network}
+    if config.network == "airbench94":
+        from airbench_tf import hyp
+
+        network.update(total_steps=trainer.total_steps, steps_per_epoch=trainer.steps_per_epoch,
+                       tta_level=hyp.TTA_LEVEL, whitening_s=trainer.whitening_s,
+                       step_sizes=trainer.sizes._asdict())
     return {
+        "network": network,
         "config": config.to_dict(),
         "recipe": recipe_record(config),
         "data": {"source": source, "path": cifar.data_path(config.data),
@@ -123,13 +134,57 @@ def finish(config, trainer, final, out, run_info, task, log):
     summary = dict(run_info, final=final, total_time_s=final["elapsed_s"], out=out,
                    weights_sha256=weights_fingerprint(trainer), chief=chief)
     write_json(os.path.join(out, "summary.json"), summary)
-    tta = f" (flip TTA {final['val_acc_tta']:.4f})" if "val_acc_tta" in final else ""
+    tta = f" ({tta_name(config.network)} {final['val_acc_tta']:.4f})" if "val_acc_tta" in final else ""
+    train_s = sum(r["train_time_s"] for r in run_folder.read_metrics(out))
     log(f"final val_acc {final['val_acc']:.4f}{tta} after {config.epochs} epochs "
-        f"({summary['total_time_s']:.0f} s); weights sha256 {summary['weights_sha256'][:16]}; "
+        f"(training {train_s / 60:.1f} min, evaluation apart; {summary['total_time_s']:.0f} s "
+        f"in all); weights sha256 {summary['weights_sha256'][:16]}; "
         + (f"run folder {out}" if chief else f"worker {task.index} (the chief keeps the run)"))
     if not chief:
         shutil.rmtree(out, ignore_errors=True)
     return summary
+
+
+def tta_name(network):
+    """How a network's TTA is named in the run's lines."""
+    return "TTA level 2" if network == "airbench94" else "flip TTA"
+
+
+def make_trainer(config, strategy, x_train, train_mean, train_std):
+    """The network's Trainer (airbench94's whitening is set from x_train)."""
+    if config.network == "airbench94":
+        from airbench_tf.trainer import Trainer, whitening_images
+
+        return Trainer(config, len(x_train),
+                       whiten_images=whitening_images(x_train, train_mean, train_std, config.seed))
+    from legacy_eager.trainer import Trainer
+
+    return Trainer(config, len(x_train), strategy=strategy)
+
+
+def make_sets(config, trainer, x_train, y_train, x_test, y_test, train_mean, train_std):
+    """(training batches, test batches) as the network's recipe draws them."""
+    if config.network == "airbench94":
+        from airbench_tf.trainer import make_sets as airbench_sets
+
+        return airbench_sets(config, x_train, y_train, x_test, y_test, train_mean, train_std,
+                             trainer.total_steps)
+    from legacy_eager import input_pipeline
+
+    make_train_set, make_test_set = input_pipeline.PIPELINES[config.pipeline]
+    return (make_train_set(x_train, y_train, train_mean, train_std, config.batch_size,
+                           seed=config.seed, cutout=config.cutout),
+            make_test_set(x_test, y_test, train_mean, train_std, config.batch_size))
+
+
+def describe_training(config, len_train, len_test, source, out):
+    if config.network == "airbench94":
+        return (f"airbench94, {len_train} train / {len_test} test images from {source}, "
+                f"mode {config.mode}, {config.precision}, {config.epochs} epochs of "
+                f"{config.batch_size}-image batches; writing {out}")
+    return (f"DavidNet width {config.width}, {len_train} train / {len_test} test images from "
+            f"{source}, mode {config.mode}, {config.pipeline} pipeline, {config.precision}, "
+            f"{config.epochs} epochs; writing {out}")
 
 
 def run(config, log=print, warn=None, batches=None):
@@ -139,6 +194,9 @@ def run(config, log=print, warn=None, batches=None):
     config, task = settle_config(config)
     out = choose_out_dir(config, task)
     source, (x_train, y_train), (x_test, y_test) = cifar.load_data(config)
+    if config.network == "airbench94" and len(x_train) < config.batch_size:
+        raise UsageError(f"--batch-size {config.batch_size}: more than the {len(x_train)} "
+                         "training images (airbench94 drops the last partial batch)")
     tf, strategy, device_info = start_tensorflow(config, task, log, warn)
     run_folder.make_out_dir(out)
 
@@ -147,25 +205,20 @@ def run(config, log=print, warn=None, batches=None):
     from legacy_eager.plots import CurvesPlot
     from legacy_eager.signals import signals_recorded
     from legacy_eager.tensorboard import TensorBoardLog
-    from legacy_eager.trainer import Trainer
 
     len_train, len_test = len(x_train), len(x_test)
     train_mean, train_std = input_pipeline.channel_stats(x_train)
-    trainer = Trainer(config, len_train, strategy=strategy)
+    trainer = make_trainer(config, strategy, x_train, train_mean, train_std)
     run_info = describe_run(config=config, tf=tf, source=source, len_train=len_train,
                             len_test=len_test, train_mean=train_mean, train_std=train_std,
                             trainer=trainer, device_info=device_info)
     restore_or_record(config, trainer, out, run_info, log, warn)
-    log(f"DavidNet width {config.width}, {len_train} train / {len_test} test images from "
-        f"{source}, mode {config.mode}, {config.pipeline} pipeline, {config.precision}, "
-        f"{config.epochs} epochs; writing {out}")
+    log(describe_training(config, len_train, len_test, source, out))
 
-    make_train_set, make_test_set = input_pipeline.PIPELINES[config.pipeline]
-    train_set = make_train_set(x_train, y_train, train_mean, train_std, config.batch_size,
-                               seed=config.seed, cutout=config.cutout)
-    test_set = make_test_set(x_test, y_test, train_mean, train_std, config.batch_size)
+    train_set, test_set = make_sets(config, trainer, x_train, y_train, x_test, y_test,
+                                    train_mean, train_std)
     del x_train, x_test  # each pipeline holds its own copy; these would double the memory
-    observers = [TensorBoardLog(out, config, trainer.batches_per_epoch), CurvesPlot(out)]
+    observers = [TensorBoardLog(out, trainer.lr_at_step), CurvesPlot(out)]
     with signals_recorded() as stop:
         final = fit(trainer, train_set, test_set, len_train, len_test, out, log=log, stop=stop,
                     observers=observers, batches=batches or input_pipeline.epoch_batches)

@@ -7,7 +7,7 @@ seed 0 gave the order, the crops and the first dropout layer all [0, n]).
 """
 import hashlib
 
-STREAMS = ("shuffle", "augment", "cutout", "dropout")
+STREAMS = ("shuffle", "augment", "cutout", "dropout", "flip", "translate")
 
 
 def stream_key(name, seed, index=0):

@@ -5,8 +5,6 @@ import os
 
 import tensorflow as tf
 
-from legacy_eager.schedule import lr_schedule
-
 # (record key, tag) written once an epoch, at step = epoch number
 EPOCH_SCALARS = (
     ("train_loss", "epoch/train_loss"), ("train_acc", "epoch/train_acc"),
@@ -17,9 +15,10 @@ EPOCH_SCALARS = (
 
 
 class TensorBoardLog:
-    def __init__(self, out_dir, config, batches_per_epoch):
+    def __init__(self, out_dir, lr_at_step):
+        """lr_at_step(global step): the trainer's learning rate there, as its rows print it."""
         self.folder, self.writer = os.path.join(out_dir, "tensorboard"), None
-        self.config, self.batches_per_epoch = config, batches_per_epoch
+        self.lr_at_step = lr_at_step
 
     def epoch_done(self, record, step_losses, first_batch):
         # Made at the first finished epoch: a run that diverges before it leaves no folder.
@@ -28,9 +27,9 @@ class TensorBoardLog:
         with self.writer.as_default():
             for i, loss in enumerate(losses):
                 step = first_batch + i  # the run's batch number (= the global step in fp32)
-                lr = lr_schedule(step / self.batches_per_epoch, self.config.epochs, self.config.lr)
                 tf.summary.scalar("train/loss", float(loss), step=step)
-                tf.summary.scalar("train/lr", float(lr), step=step)
+                tf.summary.scalar("train/lr", float(self.lr_at_step(step)), step=step)
             for key, tag in EPOCH_SCALARS:
-                tf.summary.scalar(tag, float(record[key]), step=record["epoch"])
+                if key in record:  # airbench94's TTA figures: the last epoch only
+                    tf.summary.scalar(tag, float(record[key]), step=record["epoch"])
         self.writer.flush()

@@ -101,6 +101,7 @@ class Trainer:
         # batch, and overcounts by one when len_train is a multiple of the batch size.
         self.batches_per_epoch = len_train // config.batch_size + 1
         self.steps_per_epoch = -(-len_train // config.batch_size)  # what the data yields
+        self.epochs = config.epochs
         self.global_step = make_global_step()
         lr_func = make_lr_func(self.global_step, self.batches_per_epoch, config.epochs,
                                config.lr, config.batch_size, config.mode)
@@ -125,6 +126,20 @@ class Trainer:
                                               global_step=self.global_step, progress=self.progress)
         if self.loss_scale is not None:
             self.checkpoint.loss_scale = self.loss_scale
+
+    def steps_in_epoch(self, epoch):
+        return self.steps_per_epoch
+
+    def images_trained(self, epoch, len_train):
+        return len_train
+
+    def lr_at_step(self, step):
+        """The learning rate per batch at global step `step`, as the console prints it."""
+        return lr_schedule(step / self.batches_per_epoch, self.config.epochs, self.config.lr)
+
+    def epoch_end_lr(self, epoch):
+        """The seed prints lr_schedule(epoch+1): the schedule at the epoch's end, per batch."""
+        return lr_schedule(epoch, self.config.epochs, self.config.lr)
 
     def note_nonfinite(self, loss):
         first = self.first_nonfinite_step
@@ -177,8 +192,8 @@ class Trainer:
         sums, n, step_losses = self._sum(self.train_step, batches, should_stop)
         return TrainSums(sums[0], sums[1], n, step_losses)
 
-    def evaluate(self, test_set):
-        """EvalSums over the test set."""
+    def evaluate(self, test_set, final=False):
+        """EvalSums over the test set (flip TTA every epoch, final or not)."""
         self.sync_replica_statistics()
         return EvalSums(*self._sum(self.eval_step, test_set)[0])
 

@@ -3,7 +3,9 @@
 Run in its own process (tests/test_resume.py does): --deterministic switches on
 TensorFlow's process-wide op determinism. A real SIGINT is sent to this process at a
 chosen batch, so the signal handler, the mid-epoch checkpoint and --resume are all the
-production code. Runs each case given as PIPELINE:PRECISION:SCOPE in turn (the precision
+production code. Runs each case given as PIPELINE:PRECISION:SCOPE in turn (PIPELINE
+`airbench` is --recipe airbench94, 4.5 epochs, stopped in its 4th, where the lookahead
+EMA has started; the precision
 belongs to each run's model, so cases share the process and its TensorFlow start) and
 prints one JSON object per case with what the test checks.
 
@@ -50,7 +52,7 @@ def metrics(out):
 def final_tensors(out):
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(out, "checkpoints")))
     return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
-            if k.startswith(("model/", "optimizer/", "global_step", "loss_scale/"))}
+            if k.startswith(("model/", "optimizer/", "global_step", "loss_scale/", "lookahead/"))}
 
 
 def same_tensors(a, b):
@@ -68,12 +70,16 @@ def main(workdir, *cases):
 def run_case(workdir, tree, pipeline_name, precision, scope):
     flags = ["--data", tree, "--width", "4", "--batch-size", "16", "--epochs", str(EPOCHS),
              "--deterministic", "--pipeline", pipeline_name, "--precision", precision]
+    stop_at = dict(epoch=1, batch=3)  # epoch 2, after its 4th batch (of 7)
+    if pipeline_name == "airbench":  # 7 steps an epoch, 32 in all; the EMA starts at step 25
+        flags = ["--data", tree, "--recipe", "airbench94", "--batch-size", "16", "--epochs", "4.5",
+                 "--deterministic", "--precision", precision]
+        stop_at = dict(epoch=3, batch=4)  # epoch 4, after step 26
     names = ("a", "a2", "b", "c") if scope == "full" else ("a", "b")
     out = {name: os.path.join(workdir, name) for name in names}
     codes = {name: train.main(flags + ["--out", out[name]]) for name in ("a", "a2") if name in out}
 
-    # epoch 2, after its 4th batch (of 7)
-    codes["b_interrupted"] = train_main(flags + ["--out", out["b"]], interrupt_at(epoch=1, batch=3))
+    codes["b_interrupted"] = train_main(flags + ["--out", out["b"]], interrupt_at(**stop_at))
     lines_while_stopped = len(metrics(out["b"]))
     codes["b_resumed"] = train.main(["--resume", out["b"]])
     a = final_tensors(out["a"])

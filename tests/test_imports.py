@@ -1,16 +1,19 @@
 """The project's import graph, read from the source (every import, lazy ones included): it
-has no cycle, lower layers never import higher ones (legacy_eager < export < bench), and no
-module imports a command-line module (only tests do)."""
+has no cycle, lower layers never import higher ones (legacy_eager and airbench_tf < export <
+bench: airbench_tf sits beside the seed's package, using its run machinery, and
+legacy_eager.run builds its trainer), and no module imports a command-line module (only
+tests do)."""
 import ast
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ("legacy_eager", "export", "bench")
+PACKAGES = ("legacy_eager", "airbench_tf", "export", "bench")
 COMMAND_LINES = {"legacy_eager.train", "export.train_and_export", "export.repro", "export.serve",
                  "export.publish", "export.model_repository", "bench.__main__",
                  "bench.step_variants", "bench.grpc_clients",
-                 "bench.peers.port_step", "bench.peers.torch_step", "bench.peers.infer"}
-LAYER = {"legacy_eager": 0, "export": 1, "bench": 2}
+                 "bench.peers.port_step", "bench.peers.torch_step", "bench.peers.infer",
+                 "bench.peers.airbench94_torch"}
+LAYER = {"legacy_eager": 0, "airbench_tf": 0, "export": 1, "bench": 2}
 
 
 def _modules():

@@ -15,6 +15,9 @@ EXPECTED = {
     "notebook": {"wd_loop": "seed", "cutout": 0, "dropout": 0.05},
     "default": {"wd_loop": "intended", "cutout": 0, "dropout": 0.05},
     "dawnbench": {"wd_loop": "intended", "cutout": 8, "dropout": 0.0},
+    # airbench94.py's hyp: 9.9 epochs, batch 1024, lr 11.5 and wd 0.0153 per 1024, momentum 0.85
+    "airbench94": {"network": "airbench94", "epochs": 9.9, "batch_size": 1024, "lr": 11.5,
+                   "momentum": 0.85, "weight_decay": 0.0153},
 }
 
 

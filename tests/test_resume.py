@@ -11,7 +11,8 @@ from legacy_eager.errors import run_cli
 from legacy_eager.run import run
 from tests.children import run_child
 
-RESUME_CASES = ("fast:fp32:full", "fast:mixed_bfloat16:light", "fast:mixed_float16:light")
+RESUME_CASES = ("fast:fp32:full", "fast:mixed_bfloat16:light", "fast:mixed_float16:light",
+                "airbench:fp32:light")
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,19 @@ def test_half_precision_runs_resume_exactly(resumed, precision):
     if precision == "mixed_float16":
         assert {"loss_scale/scale/.ATTRIBUTES/VARIABLE_VALUE",
                 "loss_scale/good_steps/.ATTRIBUTES/VARIABLE_VALUE"} <= set(r["keys"])
+
+
+@pytest.mark.slow
+def test_an_airbench94_run_resumes_exactly(resumed):
+    """--recipe airbench94, stopped by SIGINT in its 4th epoch after the lookahead EMA has
+    started, and resumed: the same metrics and tensors (network, momentum buffers, EMA,
+    global step) as the run left alone, its last epoch cut short in both."""
+    r = resumed[0]["airbench:fp32:light"]
+    assert r["codes"] == {"a": 0, "b_interrupted": 130, "b_resumed": 0}
+    assert r["lines_while_stopped"] == 3
+    assert r["epochs"] == {"a": [1, 2, 3, 4, 5], "b": [1, 2, 3, 4, 5]}
+    assert r["resumed_identical"] and r["resumed_same_weights"]
+    assert any(k.startswith("lookahead/") for k in r["keys"]) and r["tensors"] > 60
 
 
 @pytest.mark.slow

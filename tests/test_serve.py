@@ -21,6 +21,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from export.predict import OnnxClassifier
+from legacy_eager.tta import FLIP
 from export.serving.batcher import Batcher
 from tests import programs, synthetic
 from tests.serving import Server
@@ -158,6 +159,8 @@ def test_requests_in_one_window_run_as_one_batch():
         return images[:, 0, :4].reshape(len(images), -1)[:, :10].astype(np.float32)
 
     class Recorder:
+        tta_views = FLIP
+
         def run(self, images, batch_size):
             calls.append(len(images))
             return logits_of(images), softmax(logits_of(images))

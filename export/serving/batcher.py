@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from export.predict import softmax
+from legacy_eager import tta as tta_views
 
 
 class Stopped(Exception):
@@ -15,7 +16,8 @@ class Stopped(Exception):
 
 
 class Batcher:
-    """A TTA request adds its mirror images to the batch. `observe(batch_images,
+    """A TTA request adds the images of the model's TTA views to the batch (its mirror
+    images for DavidNet's flip TTA, 6 views for airbench94's). `observe(batch_images,
     queue_waits_s)`, when given, is told of every batch run."""
 
     def __init__(self, classifier, max_batch, window, observe=None):
@@ -81,26 +83,23 @@ class Batcher:
                 if not future.done():
                     future.set_result(result)
 
-    @staticmethod
-    def _rows(job):
+    def _rows(self, job):
         images, tta, _, _ = job
-        return len(images) * (2 if tta else 1)
+        return len(images) * (len(self.classifier.tta_views) if tta else 1)
 
     def _run(self, jobs):
         parts = []
+        views = self.classifier.tta_views
         for images, tta, _, _ in jobs:
-            parts.append(images)
-            if tta:
-                parts.append(np.ascontiguousarray(images[:, :, ::-1]))
+            parts.extend([tta_views.view_images(images, v) for v in views] if tta else [images])
         logits, probs = self.classifier.run(np.concatenate(parts), batch_size=self.max_batch)
         results, at = [], 0
         for images, tta, _, _ in jobs:
-            n = len(images)
-            lg, pr = logits[at:at + n], probs[at:at + n]
-            at += n
+            n, k = len(images), len(views) if tta else 1
             if tta:
-                lg = (lg + logits[at:at + n]) / 2
-                pr = softmax(lg)
-                at += n
-            results.append((lg, pr))
+                lg = tta_views.combine([logits[at + i * n:at + (i + 1) * n] for i in range(k)], views)
+                results.append((lg, softmax(lg)))
+            else:
+                results.append((logits[at:at + n], probs[at:at + n]))
+            at += k * n
         return results

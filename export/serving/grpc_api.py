@@ -4,7 +4,7 @@ PredictionService/Predict and GetModelMetadata, ModelService/GetModelStatus.
 
 Predict takes `images` as a uint8 TensorProto [N, 32, 32, 3] (`tensor_content`, as
 `tf.make_tensor_proto` writes it, or `int_val`) and answers `logits` and `probabilities` as
-float32 TensorProtos; `signature_name` "" or serving_default, or serving_tta for flip TTA.
+float32 TensorProtos; `signature_name` "" or serving_default, or serving_tta for the model's TTA.
 Errors are gRPC status codes with a message naming what is wrong. The messages come from
 export/serving/protos (imported here, lazily: see its __init__).
 """
@@ -18,7 +18,7 @@ import numpy as np
 from export.serving.bodies import BadRequest
 
 SETTLE_SECONDS = 0.2  # after the last call in flight, before the server stops
-SIGNATURES = {"": False, "serving_default": False, "serving_tta": True}  # name -> flip TTA
+SIGNATURES = {"": False, "serving_default": False, "serving_tta": True}  # name -> the model's TTA
 OUTPUTS = ("logits", "probabilities")
 HTTP_TO_GRPC = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND,
                 413: grpc.StatusCode.RESOURCE_EXHAUSTED, 503: grpc.StatusCode.UNAVAILABLE}
