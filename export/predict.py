@@ -18,12 +18,13 @@ file that cannot be read gets one line on stderr; the rest are still classified,
 exit code is 1 at the end.
 
 What it needs: onnxruntime, numpy and Pillow (never TensorFlow), and from this project
-the command-line convention it shares with every command: legacy_eager/cli.py and
-legacy_eager/errors.py (standard library only). So either install the project's serving
-set (pip install "REPOSITORY[serve]", which gives davidnet-predict) or copy these five files,
-keeping their folders, and run `python -m export.predict` beside them:
-export/__init__.py, export/predict.py, legacy_eager/__init__.py, legacy_eager/cli.py,
-legacy_eager/errors.py. --plot also needs matplotlib and legacy_eager/plots.py and
+the command-line convention it shares with every command, legacy_eager/cli.py and
+legacy_eager/errors.py (standard library only), and the TTA views a model lists,
+legacy_eager/tta.py (numpy). So either install the project's serving set (pip install
+"REPOSITORY[serve]", which gives davidnet-predict) or copy these six files, keeping their
+folders, and run `python -m export.predict` beside them: export/__init__.py,
+export/predict.py, legacy_eager/__init__.py, legacy_eager/cli.py, legacy_eager/errors.py,
+legacy_eager/tta.py. --plot also needs matplotlib and legacy_eager/plots.py and
 legacy_eager/atomic.py.
 """
 import argparse

@@ -153,7 +153,8 @@ def parser(prog=PROG):
                    help="evaluate on N random test images, drawn with --seed")
     p.add_argument("--seed", type=int, default=d.seed,
                    help="seeds the subsets, weight initialisation, shuffling, augmentation (crop, "
-                        "flip, cutout) and dropout (default %(default)s)")
+                        "flip, cutout; airbench94's flips and translations) and dropout "
+                        "(default %(default)s)")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="new run folder (default runs/<timestamp>)")
     p.add_argument("--devices", type=positive(int, "integer"), default=d.devices,

@@ -206,9 +206,9 @@ def test_repro_takes_the_recipe_and_refuses_the_seeds_flags_before_any_run():
     from export import repro
     from legacy_eager.errors import UsageError
 
-    args, flags = repro.parse(["--runs", "5", "--out", "x", "--recipe", "airbench94",
-                               "--precision", "mixed_bfloat16"])
-    assert args.runs == 5 and parse_args(flags).network == "airbench94"
+    args, flags, config = repro.parse(["--runs", "5", "--out", "x", "--recipe", "airbench94",
+                                       "--precision", "mixed_bfloat16"])
+    assert args.runs == 5 and parse_args(flags).network == config.network == "airbench94"
     with pytest.raises(UsageError, match="--cutout"):
         repro.parse(["--runs", "5", "--out", "x", "--recipe", "airbench94", "--cutout", "8"])
 

@@ -473,7 +473,7 @@ def test_the_checker_reports_every_planted_error_with_its_file_and_line(tmp_path
         "docs/guide.md",
         "README.md:10: ./run.sh --no-such-flag: unrecognized arguments: --no-such-flag",
         "README.md:11: CI=true ./run.sh --epochs 0: argument --epochs: expected a positive "
-        "integer, got 0",
+        "integer (a positive number such as 9.9 with --recipe airbench94), got 0",
         "README.md:12: ./run.sh repro --runs N --out DIR [--no-such-flag]: unrecognized "
         "arguments: --no-such-flag",
         "README.md:14: ./run.sh test tests/test_gone.py: no such test file: tests/test_gone.py",

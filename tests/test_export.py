@@ -350,7 +350,7 @@ def test_predict_never_imports_tensorflow(exported, mixed_folder):
 # What export/predict.py's docstring says it needs from this project, beside onnxruntime,
 # numpy and Pillow.
 PREDICT_FILES = ("export/__init__.py", "export/predict.py", "legacy_eager/__init__.py",
-                 "legacy_eager/cli.py", "legacy_eager/errors.py")
+                 "legacy_eager/cli.py", "legacy_eager/errors.py", "legacy_eager/tta.py")
 
 
 def test_predict_runs_from_the_files_its_docstring_names(tmp_path):
