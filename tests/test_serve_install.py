@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
@@ -22,7 +23,9 @@ def test_the_serve_extra_serves_without_tensorflow(tmp_path):
     source.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(os.path.join(ROOT, name), source)
-    for package in ("legacy_eager", "export"):
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:  # the packages it names
+        packages = tomllib.load(f)["tool"]["setuptools"]["packages"]
+    for package in sorted({name.split(".")[0] for name in packages}):
         shutil.copytree(os.path.join(ROOT, package), source / package,
                         ignore=shutil.ignore_patterns("__pycache__"))
     venv = tmp_path / "venv"
