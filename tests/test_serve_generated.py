@@ -249,7 +249,7 @@ def rest_requests(draw, focus):
         document.pop("instances", None)
         document.pop("inputs", None)
     if "inputs_without_images" in faults:
-        document.pop(key)
+        document.pop(key, None)
         document["inputs"] = {"pictures": items}
     if "no_instances" in faults:
         document[key] = []
@@ -423,7 +423,7 @@ def v2_requests(draw, focus):
         headers["Inference-Header-Content-Length"] = draw(st.sampled_from(["x", "-1", "1e3", ""]))
     if "header_past_the_body" in faults:
         headers["Inference-Header-Content-Length"] = str(len(body) + draw(st.integers(1, 10 ** 6)))
-    if "header_short" in faults:
+    if "header_short" in faults and head:
         headers["Inference-Header-Content-Length"] = str(draw(st.integers(0, len(head) - 1)))
     if "header_long" in faults and len(body) > len(head):
         headers["Inference-Header-Content-Length"] = str(len(head) + draw(st.integers(1, len(body) - len(head))))
@@ -521,7 +521,7 @@ def grpc_requests(draw, focus):
     if "rank" in faults:
         shape = draw(st.sampled_from([shape[:3], shape + [1], [int(images.size)], []]))
     if "dims" in faults:
-        shape = [shape[0], draw(st.sampled_from([28, 64, -32])), 32, 3]
+        shape = [len(images), draw(st.sampled_from([28, 64, -32])), 32, 3]
     if "batch" in faults:
         shape = [draw(st.sampled_from([0, -1, -2 ** 40])), 32, 32, 3]
     if "content_length" in faults:
