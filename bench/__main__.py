@@ -30,6 +30,7 @@ import numpy as np
 
 from bench import flops
 from bench.exports import make_export, synthetic
+from bench.timing import matmul_gflops, time_runner
 from legacy_eager.cli import Parser
 from legacy_eager.errors import UsageError, run_cli
 
@@ -64,18 +65,6 @@ def bench_pipelines(epochs):
     return result
 
 
-def matmul_gflops(n=4096, reps=4):
-    import tensorflow as tf
-
-    a, b = tf.random.normal([n, n]), tf.random.normal([n, n])
-    tf.matmul(a, b).numpy()
-    t = time.perf_counter()
-    for _ in range(reps):
-        c = tf.matmul(a, b)
-    c.numpy()
-    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
-
-
 def bench_train_steps(batch_size, steps, width=64):
     import tensorflow as tf
 
@@ -106,22 +95,6 @@ def step_rates(images_per_s, flop_per_image, matmul_gflops):
     return {"images_per_s": images_per_s, "gflops": gflops, "fraction_of_matmul": gflops / matmul_gflops}
 
 
-def _time_runner(run, big, reps_big, reps_one):
-    one = big[:1]
-    run(big)
-    run(one)
-    t = time.perf_counter()
-    for _ in range(reps_big):
-        run(big)
-    throughput = len(big) * reps_big / (time.perf_counter() - t)
-    latencies = []
-    for _ in range(reps_one):
-        t = time.perf_counter()
-        run(one)
-        latencies.append((time.perf_counter() - t) * 1000)
-    return {"batch256_images_per_s": throughput, "batch1_p50_ms": float(np.median(latencies))}
-
-
 def bench_inference(reps_big, reps_one):
     import tensorflow as tf
 
@@ -133,12 +106,12 @@ def bench_inference(reps_big, reps_one):
         loaded = tf.saved_model.load(saved_model)
         serve = loaded.signatures["serving_default"]
         threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
-        result = {"tf_savedmodel": dict(_time_runner(
+        result = {"tf_savedmodel": dict(time_runner(
             lambda b: serve(images=tf.constant(b))["logits"].numpy(), big, reps_big, reps_one),
             threads=threads)}
         for name, path in (("onnxruntime_fp32", fp32), ("onnxruntime_int8", int8)):
             clf = OnnxClassifier(path)
-            result[name] = dict(_time_runner(lambda b: clf.run(b, 256), big, reps_big, reps_one),
+            result[name] = dict(time_runner(lambda b: clf.run(b, 256), big, reps_big, reps_one),
                                 threads=clf.session.get_session_options().intra_op_num_threads
                                 or os.cpu_count())
     result["ratios"] = inference_ratios(result)

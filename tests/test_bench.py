@@ -50,8 +50,10 @@ def test_time_runner_measures_throughput_and_median_latency(monkeypatch):
     def run(batch):
         calls.append(len(batch))
         now[0] += 0.001 * len(batch) + 0.002 + (0.010 if calls.count(1) == 4 else 0.0)
-    monkeypatch.setattr(bench_main.time, "perf_counter", lambda: now[0])
-    result = bench_main._time_runner(run, np.zeros((256, 32, 32, 3), np.uint8), reps_big=3, reps_one=5)
+    from bench import timing
+
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])
+    result = timing.time_runner(run, np.zeros((256, 32, 32, 3), np.uint8), reps_big=3, reps_one=5)
     assert calls == [256, 1] + [256] * 3 + [1] * 5  # one warm-up of each, not timed
     assert result["batch256_images_per_s"] == pytest.approx(256 / 0.258)
     assert result["batch1_p50_ms"] == pytest.approx(3.0)

@@ -15,9 +15,10 @@ batch 256 throughput (images/s) after two untimed calls, then batch 1 latencies 
 import argparse
 import json
 import sys
-import time
 
 import numpy as np
+
+from bench.timing import time_runner
 
 
 def onnxruntime_runner(path, threads):
@@ -47,23 +48,6 @@ def openvino_runner(path, threads, precision_hint="f32"):
                  "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").to_string()}
 
 
-def time_runner(run, images, reps, reps_one):
-    """images/s at the full batch, p50 ms at batch 1, each after two untimed calls."""
-    one = images[:1]
-    for batch in (images, images, one, one):
-        run(batch)
-    t = time.perf_counter()
-    for _ in range(reps):
-        run(images)
-    throughput = len(images) * reps / (time.perf_counter() - t)
-    latencies = []
-    for _ in range(reps_one):
-        t = time.perf_counter()
-        run(one)
-        latencies.append((time.perf_counter() - t) * 1000)
-    return {"batch256_images_per_s": throughput, "batch1_p50_ms": float(np.median(latencies))}
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench.peers.infer")
     p.add_argument("model")
@@ -82,7 +66,7 @@ def main(argv=None):
                                      "f32" if args.engine == "openvino" else None)
     np.save(args.probabilities, run(images))
     print(json.dumps({**about, "threads": args.threads,
-                      **time_runner(run, images, args.reps, args.reps_one)}))
+                      **time_runner(run, images, args.reps, args.reps_one, warmups=2)}))
     return 0
 
 

@@ -18,21 +18,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from bench.timing import matmul_gflops
+
 PRECISIONS = {"fp32": "fp32", "bf16": "mixed_bfloat16"}  # bench name: --precision
-
-
-def matmul_gflops(dtype, n=4096, reps=4):
-    import tensorflow as tf
-
-    a = tf.cast(tf.random.normal([n, n]), dtype)
-    b = tf.cast(tf.random.normal([n, n]), dtype)
-    tf.matmul(a, b).numpy()
-    tf.matmul(a, b).numpy()
-    t = time.perf_counter()
-    for _ in range(reps):
-        c = tf.matmul(a, b)
-    c.numpy()
-    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
 
 
 def measure(batch_size, precision, warmup, steps):
@@ -71,7 +59,8 @@ def main(argv=None):
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     result = {"engine": "tensorflow", "version": tf.__version__, "precision": args.precision,
               "threads": args.threads, "images_per_s": {},
-              "matmul_gflops": matmul_gflops(tf.float32 if args.precision == "fp32" else tf.bfloat16)}
+              "matmul_gflops": matmul_gflops(dtype=tf.float32 if args.precision == "fp32" else tf.bfloat16,
+                                            warmups=2)}
     for b in map(int, args.batch_sizes.split(",")):
         result["images_per_s"][str(b)], result["parameter_shapes"] = measure(
             b, args.precision, args.warmup, args.steps)
