@@ -30,3 +30,6 @@ def positive(kind, name):
 
 def non_negative(kind, name):
     return checked(kind, f"a {name} >= 0", lambda v: v >= 0)
+
+
+fraction = checked(float, "a number in [0, 1)", lambda v: 0 <= v < 1)  # a rate: momentum, dropout

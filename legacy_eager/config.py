@@ -4,7 +4,7 @@ import argparse
 import dataclasses
 from dataclasses import dataclass
 
-from legacy_eager.cli import Parser, checked, positive
+from legacy_eager.cli import Parser, checked, fraction, positive
 from legacy_eager.data.common import LAYOUTS
 from legacy_eager.errors import UsageError
 
@@ -74,7 +74,6 @@ def describe_recipe(name):
                     for k, v in RECIPES[name].items())
 
 
-_fraction = checked(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
 # A number here; DavidNet's recipe then requires a whole one (parse_args).
 _epochs = checked(float, "a positive integer (a positive number such as 9.9 with --recipe "
                          "airbench94)", lambda v: 0 < v < 1e6)
@@ -114,7 +113,7 @@ def parser(prog=PROG):
                         "lr / batch size (default %(default)s). airbench94: the peak of its "
                         "triangle per 1024 examples, decoupled from the momentum: the optimizer "
                         "gets lr / (1024 (1 + 1 / (1 - momentum))), BatchNorm biases 64x (11.5)")
-    p.add_argument("--momentum", type=_fraction, default=d.momentum,
+    p.add_argument("--momentum", type=fraction, default=d.momentum,
                    help="Nesterov momentum (default %(default)s; airbench94: 0.85)")
     p.add_argument("--weight-decay", type=_non_negative, default=d.weight_decay,
                    help="per example: the summed loss's gradient gets v * wd * batch size "
@@ -141,7 +140,7 @@ def parser(prog=PROG):
                    default=d.cutout, metavar="N",
                    help="Page's Cutout augmentation: one N x N square per training image, set "
                         "to the mean (fast pipeline only; default 0: none, as in the seed)")
-    p.add_argument("--dropout", type=_fraction, default=d.dropout, metavar="P",
+    p.add_argument("--dropout", type=fraction, default=d.dropout, metavar="P",
                    help="dropout rate after every convolution, in [0, 1); 0 turns it off, as in "
                         "Page's DAWNBench recipe (default %(default)s, the seed's)")
     p.add_argument("--data", metavar="PATH", default=d.data,

@@ -175,7 +175,32 @@ def test_peers_requirements_pin_every_package():
     assert "tensorflow" not in names
 
 
-@pytest.mark.parametrize("argv, flag", [(["--rounds", "0"], "--rounds"), (["--only", "x"], "--only")])
+def test_both_sides_train_with_the_same_dropout_and_the_table_names_it(shapes, monkeypatch):
+    """--dropout reaches the port's step and PyTorch's alike (0 is Page's recipe); the
+    train rows' heading says which step was timed."""
+    from bench.peers import run
+
+    calls = []
+
+    def child(python, module, *args, timeout=3600):
+        calls.append((module, [str(a) for a in args]))
+        return {"images_per_s": {"256": 1.0}}
+    monkeypatch.setattr(run, "_child", child)
+    run.train_steps("peers-python", 1, run.SETTINGS[True], 2, (256,), False, 0.0, lambda _: None)
+    assert sorted(m for m, _ in calls) == ["bench.peers.port_step", "bench.peers.port_step",
+                                           "bench.peers.torch_step", "bench.peers.torch_step"]
+    for _, args in calls:
+        assert args[args.index("--dropout") + 1] == "0.0"
+    _, raw = _raw(shapes)
+    assert report.table(raw, report.summarize(raw)).splitlines()[2].startswith(
+        "train step, width 64, dropout 0.05 (")  # the default recipe's, when not recorded
+    raw["dropout"] = 0.0
+    assert report.table(raw, report.summarize(raw)).splitlines()[2].startswith(
+        "train step, width 64, dropout 0 (")
+
+
+@pytest.mark.parametrize("argv, flag", [(["--rounds", "0"], "--rounds"), (["--only", "x"], "--only"),
+                                        (["--dropout", "1"], "--dropout")])
 def test_bad_flags_are_one_line_and_exit_2(argv, flag):
     done = subprocess.run([sys.executable, "-m", "bench", "peers", *argv], cwd=ROOT,
                           env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,

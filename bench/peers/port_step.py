@@ -2,10 +2,11 @@
 and prints one JSON line.
 
     python -m bench.peers.port_step --precision fp32|bf16 --batch-sizes 256,512
-        --warmup 2 --steps 4 --threads 2
+        --warmup 2 --steps 4 --threads 2 [--dropout 0.05]
 
 The step is the one training runs (legacy_eager.trainer.Trainer, function mode, the
-default recipe: dropout 0.05, weight decay applied, Nesterov momentum), timed after one
+default recipe: dropout 0.05 unless --dropout says otherwise, weight decay applied, Nesterov
+momentum), timed after one
 tracing step and `warmup` more: the bf16 step's second call is still slow, so a single
 untimed step would undercount it. Also measured here, in the same process: the 4096 x 4096
 matmul peak of the step's precision in TensorFlow (GFLOP/s).
@@ -23,7 +24,7 @@ from bench.timing import matmul_gflops
 PRECISIONS = {"fp32": "fp32", "bf16": "mixed_bfloat16"}  # bench name: --precision
 
 
-def measure(batch_size, precision, warmup, steps):
+def measure(batch_size, precision, warmup, steps, dropout=0.05):
     """images/s of `steps` train steps after one tracing step and `warmup` more, and the
     shapes of the trainable variables."""
     import numpy as np
@@ -32,8 +33,8 @@ def measure(batch_size, precision, warmup, steps):
     from legacy_eager.config import Config
     from legacy_eager.trainer import Trainer
 
-    trainer = Trainer(Config(width=64, batch_size=batch_size, precision=PRECISIONS[precision]),
-                      50000)
+    trainer = Trainer(Config(width=64, batch_size=batch_size, precision=PRECISIONS[precision],
+                             dropout=dropout), 50000)
     x = tf.random.normal([batch_size, 32, 32, 3])
     y = tf.constant(np.arange(batch_size) % 10, tf.int64)
     for _ in range(1 + warmup):
@@ -53,17 +54,18 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--dropout", type=float, default=0.05)
     args = p.parse_args(argv)
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     result = {"engine": "tensorflow", "version": tf.__version__, "precision": args.precision,
-              "threads": args.threads, "images_per_s": {},
+              "threads": args.threads, "dropout": args.dropout, "images_per_s": {},
               "matmul_gflops": matmul_gflops(dtype=tf.float32 if args.precision == "fp32" else tf.bfloat16,
                                             warmups=2)}
     for b in map(int, args.batch_sizes.split(",")):
         result["images_per_s"][str(b)], result["parameter_shapes"] = measure(
-            b, args.precision, args.warmup, args.steps)
+            b, args.precision, args.warmup, args.steps, args.dropout)
     print(json.dumps(result))
     return 0
 

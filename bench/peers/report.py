@@ -173,7 +173,8 @@ def _met(ok):
 
 
 def _train_rows(raw, t, same):
-    rows = [f"train step, width {WIDTH} (port: function mode; PyTorch: channels_last"
+    rows = [f"train step, width {WIDTH}, dropout {raw.get('dropout', 0.05):g} (port: function mode; "
+            "PyTorch: channels_last"
             f"{', torch.compile' if raw.get('torch_compile') else ''}; bf16: Keras "
             "mixed_bfloat16 / torch.autocast); matmul peak "
             f"fp32 {t['fp32']['matmul_gflops']:.0f}, bf16 {t['bf16']['matmul_gflops']:.0f} GFLOP/s",

@@ -2,7 +2,8 @@
 [--quick]` (`./run.sh bench peers`).
 
 1. the width-64 train step (forward, summed cross-entropy, backward, Nesterov SGD with
-   weight decay) at batch 256 and 512, fp32 and bf16: the port (function mode; bf16 is
+   weight decay; dropout 0.05 as in the default recipe, or --dropout) at batch 256 and
+   512, fp32 and bf16: the port (function mode; bf16 is
    --precision mixed_bfloat16) against PyTorch (channels_last; bf16 by torch.autocast;
    --torch-compile adds torch.compile), as images/s, port / PyTorch, and each as a
    fraction of its precision's matmul peak (measured in the port's processes);
@@ -34,7 +35,7 @@ import numpy as np
 
 from bench.load import run_clients
 from bench.peers import report, venv
-from legacy_eager.cli import Parser, positive
+from legacy_eager.cli import Parser, fraction, positive
 from legacy_eager.errors import UserFacingError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -57,10 +58,10 @@ def _child(python, module, *args, timeout=3600):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def train_steps(peers_python, rounds, settings, threads, batch_sizes, torch_compile, log):
+def train_steps(peers_python, rounds, settings, threads, batch_sizes, torch_compile, dropout, log):
     runs = {p: {"port": [], "torch": []} for p in ("fp32", "bf16")}
     common = ["--batch-sizes", ",".join(map(str, batch_sizes)), "--warmup", 2,
-              "--steps", settings["steps"], "--threads", threads]
+              "--steps", settings["steps"], "--threads", threads, "--dropout", dropout]
     for i in range(rounds):
         for precision in ("fp32", "bf16"):
             port = _child(sys.executable, "bench.peers.port_step", "--precision", precision, *common)
@@ -227,6 +228,9 @@ def parser():
                    help=f"the peers' virtualenv (default ${venv.ENV_VARIABLE}, else %(default)s)")
     p.add_argument("--torch-compile", action="store_true",
                    help="PyTorch's step through torch.compile (Inductor; needs a C++ compiler)")
+    p.add_argument("--dropout", type=fraction, default=0.05, metavar="P",
+                   help="the train step's dropout rate on both sides (default 0.05, the port's "
+                        "default recipe; 0 is Page's DAWNBench recipe, --recipe dawnbench)")
     p.add_argument("--only", choices=("train", "inference", "serving"), action="append",
                    help="measure only this part (repeatable); the verdicts need all three")
     return p
@@ -243,13 +247,14 @@ def main(argv=None):
     with open("/proc/cpuinfo") as f:
         machine = report.machine(f.read(), os.cpu_count())
     raw = {"machine": machine, "versions": versions(peers_python), "quick": args.quick,
-           "rounds": args.rounds, "threads": args.threads, "torch_compile": args.torch_compile}
+           "rounds": args.rounds, "threads": args.threads, "torch_compile": args.torch_compile,
+           "dropout": args.dropout}
     parts = set(args.only or ("train", "inference", "serving"))
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         if "train" in parts:
             raw["train"] = train_steps(peers_python, args.rounds, settings, args.threads,
-                                       (256, 512), args.torch_compile, log)
+                                       (256, 512), args.torch_compile, args.dropout, log)
         if parts & {"inference", "serving"}:
             from bench.exports import make_export
 
