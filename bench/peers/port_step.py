@@ -6,9 +6,8 @@ and prints one JSON line.
 
 The step is the one training runs (legacy_eager.trainer.Trainer, function mode, the
 default recipe: dropout 0.05 unless --dropout says otherwise, weight decay applied, Nesterov
-momentum), timed after one
-tracing step and `warmup` more: the bf16 step's second call is still slow, so a single
-untimed step would undercount it. Also measured here, in the same process: the 4096 x 4096
+momentum), timed after one tracing step and `warmup` more: the bf16 step's second call is
+still slow, so a single untimed step would undercount it. Also measured here, in the same process: the 4096 x 4096
 matmul peak of the step's precision in TensorFlow (GFLOP/s).
 """
 import argparse

@@ -6,8 +6,8 @@ virtualenv (torch, no TensorFlow) and prints one JSON line.
 
 The network is the port's (legacy_eager/model.py), layer for layer: 3x3 convolutions
 without bias, each followed by dropout (0.05, or --dropout; at 0 no dropout layer, as the
-port's pass through), BatchNorm (PyTorch's momentum 0.1 is Keras'
-0.9, epsilon 1e-5) and ReLU; max-pooling after the widening convolutions of blocks 1 to 3;
+port's dropout layers then pass their input through), BatchNorm (PyTorch's momentum 0.1 is
+Keras' 0.9, epsilon 1e-5) and ReLU; max-pooling after the widening convolutions of blocks 1 to 3;
 residual pairs in blocks 1 and 3; a global max-pool and a bias-free linear layer scaled by
 0.125. The step is the port's: summed cross-entropy, backward, weight decay v * 5e-4 *
 batch added to the gradient, Nesterov SGD with momentum 0.9 on every parameter.
@@ -108,7 +108,8 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     result = {"engine": "torch", "version": torch.__version__, "precision": args.precision,
-              "threads": torch.get_num_threads(), "compiled": args.compile, "dropout": args.dropout, "images_per_s": {}}
+              "threads": torch.get_num_threads(), "compiled": args.compile, "dropout": args.dropout,
+              "images_per_s": {}}
     for b in map(int, args.batch_sizes.split(",")):
         result["images_per_s"][str(b)], result["parameter_shapes"] = measure(
             b, args.precision, args.warmup, args.steps, args.compile, args.dropout)
