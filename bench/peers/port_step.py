@@ -2,12 +2,12 @@
 and prints one JSON line.
 
     python -m bench.peers.port_step --precision fp32|bf16 --batch-sizes 256,512
-        --warmup 2 --steps 4 --threads 2 [--dropout 0.05]
+        --warmup 2 --steps 4 --threads 2 --dropout 0.05
 
 The step is the one training runs (legacy_eager.trainer.Trainer, function mode, the
-default recipe: dropout 0.05 unless --dropout says otherwise, weight decay applied, Nesterov
-momentum), timed after one tracing step and `warmup` more: the bf16 step's second call is
-still slow, so a single untimed step would undercount it. Also measured here, in the same process: the 4096 x 4096
+default recipe with --dropout's rate: weight decay applied, Nesterov momentum), timed after
+one tracing step and `warmup` more: the bf16 step's second call is still slow, so a single
+untimed step would undercount it. Also measured here, in the same process: the 4096 x 4096
 matmul peak of the step's precision in TensorFlow (GFLOP/s).
 """
 import argparse
@@ -23,7 +23,7 @@ from bench.timing import matmul_gflops
 PRECISIONS = {"fp32": "fp32", "bf16": "mixed_bfloat16"}  # bench name: --precision
 
 
-def measure(batch_size, precision, warmup, steps, dropout=0.05):
+def measure(batch_size, precision, warmup, steps, dropout):
     """images/s of `steps` train steps after one tracing step and `warmup` more, and the
     shapes of the trainable variables."""
     import numpy as np
@@ -53,7 +53,7 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--dropout", type=float, default=0.05)
+    p.add_argument("--dropout", type=float, required=True)
     args = p.parse_args(argv)
     import tensorflow as tf
 

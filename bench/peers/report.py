@@ -5,6 +5,7 @@ the check that both sides train the same network, and the goals' verdicts."""
 import statistics
 
 from bench import flops
+from legacy_eager.config import Config
 
 GOALS = {
     "bf16_step_over_torch": 1.0,       # the port's bf16 step / PyTorch's, at least
@@ -172,8 +173,8 @@ def _met(ok):
     return "met" if ok else "NOT met"
 
 
-def _train_rows(raw, t, same):
-    rows = [f"train step, width {WIDTH}, dropout {raw.get('dropout', 0.05):g} (port: function mode; "
+def _train_rows(raw, t, same, dropout):
+    rows = [f"train step, width {WIDTH}, dropout {dropout:g} (port: function mode; "
             "PyTorch: channels_last"
             f"{', torch.compile' if raw.get('torch_compile') else ''}; bf16: Keras "
             "mixed_bfloat16 / torch.autocast); matmul peak "
@@ -216,7 +217,7 @@ def _serving_rows(serving):
     return rows
 
 
-def _goal_rows(g, dropout=0.05):
+def _goal_rows(g, dropout):
     step = f"step (dropout {dropout:g})"  # the verdicts judge the step that was timed
     lines = {
         "bf16_step_over_torch": f"bf16 {step} >= {GOALS['bf16_step_over_torch']:.1f}x PyTorch's bf16 "
@@ -233,14 +234,15 @@ def _goal_rows(g, dropout=0.05):
 def table(raw, summary):
     """The printed table: machine, versions, each row, ratios, fractions, verdicts."""
     m, v = raw["machine"], raw["versions"]
+    dropout = raw.get("dropout", Config.dropout)  # a run that did not record it timed the default's
     rows = [f"peers, one run on {m['cpu_model']} (cpu family {m['cpu_family']}, {m['cpus']} CPUs, "
             f"flags: {' '.join(m['flags']) or 'none of note'}); {raw['threads']} threads a side; "
             f"medians of {raw['rounds']} alternations (A B A B){'; --quick' if raw['quick'] else ''}",
             "  " + ", ".join(f"{k} {val}" for k, val in v.items())]
     if "train" in summary:
-        rows += _train_rows(raw, summary["train"], summary["goals"]["same_network"])
+        rows += _train_rows(raw, summary["train"], summary["goals"]["same_network"], dropout)
     if "inference" in summary:
         rows += _inference_rows(summary["inference"])
     if "serving" in summary:
         rows += _serving_rows(summary["serving"])
-    return "\n".join(rows + _goal_rows(summary["goals"], raw.get("dropout", 0.05)))
+    return "\n".join(rows + _goal_rows(summary["goals"], dropout))

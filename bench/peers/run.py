@@ -2,11 +2,11 @@
 [--quick]` (`./run.sh bench peers`).
 
 1. the width-64 train step (forward, summed cross-entropy, backward, Nesterov SGD with
-   weight decay; dropout 0.05 as in the default recipe, or --dropout) at batch 256 and
-   512, fp32 and bf16: the port (function mode; bf16 is
-   --precision mixed_bfloat16) against PyTorch (channels_last; bf16 by torch.autocast;
-   --torch-compile adds torch.compile), as images/s, port / PyTorch, and each as a
-   fraction of its precision's matmul peak (measured in the port's processes);
+   weight decay; the default recipe's dropout, or --dropout) at batch 256 and 512, fp32
+   and bf16: the port (function mode; bf16 is --precision mixed_bfloat16) against PyTorch
+   (channels_last; bf16 by torch.autocast; --torch-compile adds torch.compile), as
+   images/s, port / PyTorch, and each as a fraction of its precision's matmul peak
+   (measured in the port's processes);
 2. inference of a width-64 export, fp32 and INT8: ONNX Runtime with the server's session
    against OpenVINO (float32 inference precision; and OpenVINO's default, bf16 on a CPU
    with avx512_bf16, as a row of its own), batch 256 images/s and batch 1 p50 ms, and
@@ -36,6 +36,7 @@ import numpy as np
 from bench.load import run_clients
 from bench.peers import report, venv
 from legacy_eager.cli import Parser, fraction, positive
+from legacy_eager.config import Config
 from legacy_eager.errors import UserFacingError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -228,9 +229,9 @@ def parser():
                    help=f"the peers' virtualenv (default ${venv.ENV_VARIABLE}, else %(default)s)")
     p.add_argument("--torch-compile", action="store_true",
                    help="PyTorch's step through torch.compile (Inductor; needs a C++ compiler)")
-    p.add_argument("--dropout", type=fraction, default=0.05, metavar="P",
-                   help="the train step's dropout rate on both sides (default 0.05, the port's "
-                        "default recipe; 0 is Page's DAWNBench recipe, --recipe dawnbench)")
+    p.add_argument("--dropout", type=fraction, default=Config.dropout, metavar="P",
+                   help="the train step's dropout rate on both sides (default %(default)s, the "
+                        "port's default recipe; 0 is Page's DAWNBench recipe, --recipe dawnbench)")
     p.add_argument("--only", choices=("train", "inference", "serving"), action="append",
                    help="measure only this part (repeatable); the verdicts need all three")
     return p

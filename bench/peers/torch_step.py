@@ -2,12 +2,12 @@
 virtualenv (torch, no TensorFlow) and prints one JSON line.
 
     python -m bench.peers.torch_step --precision fp32|bf16 --batch-sizes 256,512
-        --warmup 2 --steps 4 --threads 2 [--compile] [--dropout 0.05]
+        --warmup 2 --steps 4 --threads 2 --dropout 0.05 [--compile]
 
 The network is the port's (legacy_eager/model.py), layer for layer: 3x3 convolutions
-without bias, each followed by dropout (0.05, or --dropout; at 0 no dropout layer, as the
-port's dropout layers then pass their input through), BatchNorm (PyTorch's momentum 0.1 is
-Keras' 0.9, epsilon 1e-5) and ReLU; max-pooling after the widening convolutions of blocks 1 to 3;
+without bias, each followed by dropout at --dropout's rate (at 0 no dropout layer: the
+port's then pass their input through), BatchNorm (PyTorch's momentum 0.1 is Keras' 0.9,
+epsilon 1e-5) and ReLU; max-pooling after the widening convolutions of blocks 1 to 3;
 residual pairs in blocks 1 and 3; a global max-pool and a bias-free linear layer scaled by
 0.125. The step is the port's: summed cross-entropy, backward, weight decay v * 5e-4 *
 batch added to the gradient, Nesterov SGD with momentum 0.9 on every parameter.
@@ -30,7 +30,7 @@ def conv_bn(c_in, c_out, dropout):
                          nn.BatchNorm2d(c_out, momentum=0.1, eps=1e-5), nn.ReLU(inplace=True))
 
 
-def davidnet(c=64, weight=0.125, dropout=0.05):
+def davidnet(dropout, c=64, weight=0.125):
     import torch.nn as nn
 
     class Residual(nn.Module):
@@ -63,7 +63,7 @@ def parameter_shapes(model):
     return [list(p.shape) for p in model.parameters() if p.requires_grad]
 
 
-def measure(batch_size, precision, warmup, steps, compile_, dropout=0.05):
+def measure(batch_size, precision, warmup, steps, compile_, dropout):
     """images/s of `steps` training steps after one untimed step and `warmup` more."""
     import torch
 
@@ -102,7 +102,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--dropout", type=float, default=0.05)
+    p.add_argument("--dropout", type=float, required=True)
     args = p.parse_args(argv)
     import torch
 
