@@ -9,7 +9,6 @@ stops at total_steps (ceil(steps per epoch x epochs)); an epoch that ends with t
 started copies the EMA back into the network. Evaluation each epoch is plain; the last
 epoch's also runs the TTA (level 2), as airbench94 does once at the end.
 """
-import math
 import time
 
 import numpy as np
@@ -22,7 +21,8 @@ from airbench_tf.model import Airbench94, build, smoothed_loss_and_correct, tta_
 from airbench_tf.optim import Lookahead, NesterovSGD
 from airbench_tf.whitening import whitening_kernel
 from legacy_eager.input_pipeline import fast_test_set, normalize
-from legacy_eager.trainer import POLICIES, EvalSums, Progress, TrainSums, variable_paths
+from legacy_eager.trainer import (POLICIES, EvalSums, NonfiniteChecks, Progress, TrainSums,
+                                  variable_paths)
 
 _IMAGES = tf.TensorSpec([None, 32, 32, 3], tf.float32)
 _LABELS = tf.TensorSpec([None], tf.int64)
@@ -38,7 +38,7 @@ def whitening_images(x_train, mean, std, seed):
     return normalize(x_train[idx], mean, std)
 
 
-class Trainer:
+class Trainer(NonfiniteChecks):
     def __init__(self, config, len_train, whiten_images=None, model=None):
         self.config = config
         self.steps_per_epoch = hyp.steps_per_epoch(len_train, config.batch_size)
@@ -155,18 +155,8 @@ class Trainer:
         return float(loss), float(correct)
 
     # ------------------------------------------------------------------ divergence
-    def divergence(self, epoch, val_loss=None, variables=True):
-        step = int(self.first_nonfinite_step.numpy())
-        if step >= 0:
-            return (f"loss is not finite at global step {step} (epoch "
-                    f"{step // self.steps_per_epoch + 1}, learning rate "
-                    f"{self.lr_at_step(step):.6g} per 1024 examples)")
-        name = self.first_nonfinite_variable() if variables else None
-        if name is not None:
-            return f"variable {name} is not finite in epoch {epoch}"
-        if val_loss is not None and not math.isfinite(val_loss):
-            return f"val_loss is {val_loss} after epoch {epoch}"
-        return None
+    def lr_words(self, step):
+        return f"{self.lr_at_step(step):.6g} per 1024 examples"
 
     def checkpointed_variables(self):
         path = variable_paths(self.model, "model")
@@ -176,15 +166,6 @@ class Trainer:
         named += [(f"lookahead EMA of {path.get(id(v), v.name)}", e)
                   for v, e in zip(self.lookahead.params, self.lookahead.ema)]
         return [(n, v) for n, v in named if v.dtype.is_floating]
-
-    def first_nonfinite_variable(self):
-        if not hasattr(self, "_finite_flags"):
-            variables = [v for _, v in self.checkpointed_variables()]
-            self._finite_flags = tf.function(lambda: tf.stack(
-                [tf.reduce_all(tf.math.is_finite(v)) for v in variables]))
-        flags = self._finite_flags().numpy()
-        names = [n for n, _ in self.checkpointed_variables()]
-        return next((n for n, ok in zip(names, flags) if not ok), None)
 
 
 def make_sets(config, x_train, y_train, x_test, y_test, mean, std, total_steps):

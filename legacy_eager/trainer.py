@@ -80,7 +80,39 @@ class EvalSums(NamedTuple):
     correct_tta: float
 
 
-class Trainer:
+class NonfiniteChecks:
+    """What is not finite in a trainer, for loop.fit's divergence check. The trainer has
+    first_nonfinite_step (a variable its train step sets), steps_per_epoch,
+    checkpointed_variables() and lr_words(step)."""
+
+    def divergence(self, epoch, val_loss=None, variables=True):
+        """What is not finite, in words, or None: the first step's loss, else the first
+        checkpointed variable (unless variables=False), else val_loss. `epoch` (1-based)
+        is the one just trained."""
+        step = int(self.first_nonfinite_step.numpy())
+        if step >= 0:
+            return (f"loss is not finite at global step {step} (epoch "
+                    f"{step // self.steps_per_epoch + 1}, learning rate {self.lr_words(step)})")
+        name = self.first_nonfinite_variable() if variables else None
+        if name is not None:
+            return f"variable {name} is not finite in epoch {epoch}"
+        if val_loss is not None and not math.isfinite(val_loss):
+            return f"val_loss is {val_loss} after epoch {epoch}"
+        return None
+
+    def first_nonfinite_variable(self):
+        """Name of the first checkpointed variable holding a NaN or infinity, or None.
+        One compiled pass on the device; one small read back."""
+        if not hasattr(self, "_finite_flags"):
+            variables = [v for _, v in self.checkpointed_variables()]
+            self._finite_flags = tf.function(lambda: tf.stack(
+                [tf.reduce_all(tf.math.is_finite(v)) for v in variables]))
+        flags = self._finite_flags().numpy()
+        names = [n for n, _ in self.checkpointed_variables()]
+        return next((n for n, ok in zip(names, flags) if not ok), None)
+
+
+class Trainer(NonfiniteChecks):
     def __init__(self, config, len_train, model=None, strategy=None):
         self.config = config
         # A tf.distribute strategy spreads each global batch over its replicas; without
@@ -145,22 +177,10 @@ class Trainer:
         first = self.first_nonfinite_step
         first.assign(tf.where((first < 0) & ~tf.math.is_finite(loss), self.global_step, first))
 
-    def divergence(self, epoch, val_loss=None, variables=True):
-        """What is not finite, in words, or None: the first step's loss, else the first
-        checkpointed variable (unless variables=False), else val_loss. `epoch` (1-based)
-        is the one just trained."""
-        step = int(self.first_nonfinite_step.numpy())
-        if step >= 0:
-            lr = lr_schedule(step / self.batches_per_epoch, self.config.epochs, self.config.lr)
-            return (f"loss is not finite at global step {step} (epoch "
-                    f"{step // self.steps_per_epoch + 1}, learning rate {lr:.6g} per batch, "
-                    f"{lr / self.config.batch_size:.6g} per example)")
-        name = self.first_nonfinite_variable() if variables else None
-        if name is not None:
-            return f"variable {name} is not finite in epoch {epoch}"
-        if val_loss is not None and not math.isfinite(val_loss):
-            return f"val_loss is {val_loss} after epoch {epoch}"
-        return None
+    def lr_words(self, step):
+        """The learning rate at global step `step`, in a divergence message's words."""
+        lr = self.lr_at_step(step)
+        return f"{lr:.6g} per batch, {lr / self.config.batch_size:.6g} per example"
 
     def checkpointed_variables(self):
         """(name, variable) of every float variable a checkpoint holds: weights, BatchNorm
@@ -172,17 +192,6 @@ class Trainer:
         if self.loss_scale is not None:
             named.append(("loss scale", self.loss_scale.scale))
         return [(n, v) for n, v in named if v.dtype.is_floating]
-
-    def first_nonfinite_variable(self):
-        """Name of the first checkpointed variable holding a NaN or infinity, or None.
-        One compiled pass on the device; one small read back."""
-        if not hasattr(self, "_finite_flags"):
-            variables = [v for _, v in self.checkpointed_variables()]
-            self._finite_flags = tf.function(lambda: tf.stack(
-                [tf.reduce_all(tf.math.is_finite(v)) for v in variables]))
-        flags = self._finite_flags().numpy()
-        names = [n for n, _ in self.checkpointed_variables()]
-        return next((n for n, ok in zip(names, flags) if not ok), None)
 
     def train_epoch(self, batches, desc=None, total=None, should_stop=None):
         """TrainSums over `batches`; stops early, after a whole step, once should_stop() is

@@ -219,6 +219,24 @@ def test_fractional_epochs_are_davidnets_error_in_one_line(capsys):
     assert len(err.splitlines()) == 1 and "--epochs 9.9" in err and "whole number" in err
 
 
+def test_divergence_names_the_step_in_airbench94s_units_then_a_poisoned_buffer():
+    """The divergence check loop.fit runs, on airbench94's trainer: 48 images in batches
+    of 16 over 2 epochs are 6 steps, the triangle's peak at int(0.23 x 6) = 1; step 4 is
+    3/5 of the way down from 1 to 0.07: 11.5 x (1 - 0.6 x 0.93) = 5.083 per 1024 examples."""
+    from airbench_tf.trainer import Trainer
+
+    trainer = Trainer(parse_args(["--recipe", "airbench94", "--batch-size", "16",
+                                  "--epochs", "2"]), 48)
+    assert trainer.divergence(1) is None
+    head = trainer.lookahead.ema[-1]
+    head.assign(tf.fill(head.shape, float("inf")))
+    said = trainer.divergence(1)
+    assert said.startswith("variable lookahead EMA of ") and said.endswith(" is not finite in epoch 1")
+    trainer.first_nonfinite_step.assign(4)
+    assert trainer.divergence(1) == ("loss is not finite at global step 4 (epoch 2, learning "
+                                     "rate 5.083 per 1024 examples)")
+
+
 # ------------------------------------------------------------------ a tiny run, end to end
 @pytest.fixture(scope="module")
 def airbench_run(tree, tmp_path_factory):
