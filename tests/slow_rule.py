@@ -1,12 +1,14 @@
 """The `slow` marker's one rule, checked on every test as it runs: a test is marked slow
 exactly when it, or a fixture it uses,
-- trains: runs a training step (legacy_eager.steps.train_step), in this process or a child;
+- trains: runs a training step (legacy_eager.steps.train_step, or airbench_tf's
+  Trainer._train_step), in this process or a child;
 - starts a server (tests.serving.Server);
 - or starts a child process that imports TensorFlow.
 
 What a test did is seen while it runs, where it can be: a training step through a note
-added to each step legacy_eager.steps.train_step builds (the module is wrapped as it is
-first imported; the note runs when the step runs eagerly or is traced), a server through
+added to each step legacy_eager.steps.train_step builds and to airbench_tf's
+Trainer._train_step (each module is wrapped as it is first imported; the note runs when the
+step runs eagerly or is traced), a server through
 Server's count, a child that imports TensorFlow through its memory maps (Linux: a thread
 looks at this process's descendants while it has any). A fixture's work counts for every
 test that uses it. A test that breaks the rule gets an error at teardown saying which way.
@@ -24,7 +26,6 @@ import pytest
 
 RULE = ("the slow rule: a test is marked slow when it (or a fixture it uses) trains, starts a "
         "server, or starts a child process that imports TensorFlow")
-STEPS_MODULE = "legacy_eager.steps"
 _done = []         # what slow work happened in this process, in order (one phrase each)
 _slow_fixtures = {}  # FixtureDef -> the phrases of the work its setup did
 
@@ -49,12 +50,28 @@ def _wrap_steps(module):
     module.train_step = train_step
 
 
+def _wrap_airbench_trainer(module):
+    step = module.Trainer._train_step
+
+    def _train_step(self, x, y):
+        _note("trains (a training step ran)")
+        return step(self, x, y)
+    module.Trainer._train_step = _train_step
+
+
+# The modules whose training steps are watched, and how each is wrapped.
+STEP_MODULES = {"legacy_eager.steps": _wrap_steps, "airbench_tf.trainer": _wrap_airbench_trainer}
+
+
 class _WrapOnImport(importlib.abc.MetaPathFinder):
-    """Wraps legacy_eager.steps when it is first imported (not before: it imports
+    """Wraps a module of STEP_MODULES when it is first imported (not before: they import
     TensorFlow, which a test run that trains nothing should not pay for)."""
 
+    def __init__(self, name):
+        self.name = name
+
     def find_spec(self, name, path, target=None):
-        if name != STEPS_MODULE:
+        if name != self.name:
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)
@@ -62,16 +79,17 @@ class _WrapOnImport(importlib.abc.MetaPathFinder):
 
         def exec_module(module):
             execute(module)
-            _wrap_steps(module)
+            STEP_MODULES[name](module)
         spec.loader.exec_module = exec_module
         return spec
 
 
 def watch_training():
-    if STEPS_MODULE in sys.modules:
-        _wrap_steps(sys.modules[STEPS_MODULE])
-    else:
-        sys.meta_path.insert(0, _WrapOnImport())
+    for name, wrap in STEP_MODULES.items():
+        if name in sys.modules:
+            wrap(sys.modules[name])
+        else:
+            sys.meta_path.insert(0, _WrapOnImport(name))
 
 
 # ---------------------------------------------------------------- child processes
