@@ -19,6 +19,7 @@ from legacy_eager.atomic import write_json, write_text
 from legacy_eager.config import Config, flag_name
 from legacy_eager.errors import UsageError
 from legacy_eager.run_folder import read_metrics, read_run_info, run_config
+from legacy_eager.run import tta_name
 
 STATS = (("val_acc", "val acc"), ("val_acc_tta", "val acc, TTA"),
          ("onnx_accuracy", "ONNX"), ("onnx_accuracy_tta", "ONNX, TTA"),
@@ -190,7 +191,8 @@ def write_report(report, log=print):
     if runs:
         from legacy_eager.plots import draw_repro
 
-        draw_repro(runs, report["target"], os.path.join(out, "repro.png"))
+        network = (report["sweep"]["flags"] or {}).get("network", "davidnet")
+        draw_repro(runs, report["target"], os.path.join(out, "repro.png"), tta_name(network))
         written += ", repro.png"
     log(table.rstrip())
     log(f"wrote {out}/{written}")

@@ -33,14 +33,15 @@ def _integer_epochs(*axes):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def draw_curves(records, path):
-    """curves_figure(records) as a PNG at `path`."""
-    return _save(curves_figure(records), path)
+def draw_curves(records, path, lr_unit="per batch"):
+    """curves_figure(records, lr_unit) as a PNG at `path`."""
+    return _save(curves_figure(records, lr_unit), path)
 
 
-def curves_figure(records):
-    """Loss, accuracy (train, val, val with flip TTA) and learning rate against epoch: the
-    figure, each series a Line2D labelled with its metrics.jsonl key (underscores as spaces)."""
+def curves_figure(records, lr_unit="per batch"):
+    """Loss, accuracy (train, val, val with the recipe's TTA) and learning rate (`lr_unit`:
+    how the recipe's rows give it) against epoch: the figure, each series a Line2D labelled
+    with its metrics.jsonl key (underscores as spaces)."""
     plt = _pyplot()
     epochs = [r["epoch"] for r in records]
     fig, (loss, acc, lr) = plt.subplots(1, 3, figsize=CURVE_SIZE)
@@ -56,7 +57,7 @@ def curves_figure(records):
         ax.grid(alpha=0.3)
     lr.plot(epochs, [r["lr"] for r in records], marker="o", markersize=3, color="tab:purple",
             label="lr")
-    lr.set_title("learning rate per batch (epoch end)")
+    lr.set_title(f"learning rate {lr_unit} (epoch end)")
     lr.set_xlabel("epoch")
     lr.grid(alpha=0.3)
     _integer_epochs(loss, acc, lr)
@@ -68,13 +69,15 @@ class CurvesPlot:
     """Redraws OUT/curves.png from metrics.jsonl after every epoch (all epochs, resumed
     ones included)."""
 
-    def __init__(self, out_dir):
+    def __init__(self, out_dir, lr_unit="per batch"):
         self.out_dir = out_dir
+        self.lr_unit = lr_unit
 
     def epoch_done(self, record, *_):
         from legacy_eager.run_folder import read_metrics
 
-        draw_curves(read_metrics(self.out_dir), os.path.join(self.out_dir, "curves.png"))
+        draw_curves(read_metrics(self.out_dir), os.path.join(self.out_dir, "curves.png"),
+                    self.lr_unit)
 
 
 def draw_confusion(matrix, class_names, path, title="confusion matrix"):
@@ -97,9 +100,15 @@ def draw_confusion(matrix, class_names, path, title="confusion matrix"):
     return _save(fig, path)
 
 
-def draw_repro(runs, target, path):
-    """Left: each run's val_acc (and TTA) by epoch; right: each run's final accuracies
-    against the target. runs: [{"seed", "epochs": [records], "val_acc", "val_acc_tta"}]."""
+def draw_repro(runs, target, path, tta="flip TTA"):
+    """repro_figure(runs, target, tta) as a PNG at `path`."""
+    return _save(repro_figure(runs, target, tta), path)
+
+
+def repro_figure(runs, target, tta="flip TTA"):
+    """Left: each run's val_acc (and, dashed, its TTA where every epoch has one) by epoch;
+    right: each run's final accuracies against the target. runs: [{"seed", "epochs":
+    [records], "val_acc", "val_acc_tta"}]; `tta`: the recipe's TTA, as the legends name it."""
     plt = _pyplot()
     fig, (curves, finals) = plt.subplots(1, 2, figsize=CURVE_SIZE)
     for run in runs:
@@ -110,14 +119,14 @@ def draw_repro(runs, target, path):
             curves.plot(epochs, [r["val_acc_tta"] for r in run["epochs"]], linestyle="--",
                         color=line.get_color())
     curves.axhline(target, color="red", linewidth=1, label=f"target {target:g}")
-    curves.set_title("val acc by epoch (dashed: flip TTA)")
+    curves.set_title(f"val acc by epoch (dashed: {tta})")
     curves.set_xlabel("epoch")
     curves.legend(fontsize=8)
     curves.grid(alpha=0.3)
     _integer_epochs(curves)
     x = np.arange(len(runs))
     finals.bar(x - 0.2, [r["val_acc"] for r in runs], 0.4, label="val acc")
-    finals.bar(x + 0.2, [r["val_acc_tta"] for r in runs], 0.4, label="with flip TTA")
+    finals.bar(x + 0.2, [r["val_acc_tta"] for r in runs], 0.4, label=f"with {tta}")
     finals.axhline(target, color="red", linewidth=1, label=f"target {target:g}")
     finals.set_xticks(x, [f"seed {r['seed']}" for r in runs])
     lows = [min(r["val_acc"], r["val_acc_tta"]) for r in runs] + [target]
@@ -125,4 +134,4 @@ def draw_repro(runs, target, path):
     finals.set_title("final accuracy per run")
     finals.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig

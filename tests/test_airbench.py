@@ -271,6 +271,36 @@ def test_a_tiny_run_writes_the_same_run_folder(airbench_run):
 
 
 @pytest.mark.slow
+def test_the_runs_curves_give_the_learning_rate_per_1024_examples(airbench_run):
+    """curves.png is, pixel for pixel, the figure of metrics.jsonl with the learning rate
+    titled in airbench94's units, and not the DavidNet recipes' figure."""
+    import io
+
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from legacy_eager import plots
+
+    out, _ = airbench_run
+    records = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+
+    def pixels(fig):
+        buf = io.BytesIO()
+        try:
+            fig.savefig(buf, dpi=plots.DPI)
+        finally:
+            plt.close(fig)
+        with Image.open(buf) as img:
+            return np.asarray(img)
+    with Image.open(os.path.join(out, "curves.png")) as drawn:
+        drawn = np.asarray(drawn)
+    ours = plots.curves_figure(records, "per 1024 examples")
+    assert ours.axes[2].get_title() == "learning rate per 1024 examples (epoch end)"
+    assert np.array_equal(drawn, pixels(ours))
+    assert not np.array_equal(drawn, pixels(plots.curves_figure(records)))
+
+
+@pytest.mark.slow
 def test_the_exports_equal_the_trained_network_on_the_tta_views(airbench_run):
     from export import savedmodel
     from export.predict import OnnxClassifier

@@ -96,6 +96,29 @@ def test_curves_png_is_drawn_from_the_run(run):
     assert not differ.any(), f"{differ.sum()} of curves.png's pixels differ from metrics.jsonl's figure"
 
 
+def test_the_repro_figure_names_the_tta_it_is_given():
+    """repro.png's legends name the recipe's TTA (airbench94's is not flip TTA); only a run
+    with TTA at every epoch gets a dashed TTA curve."""
+    import matplotlib.pyplot as plt
+
+    from legacy_eager import plots
+
+    every = [{"epoch": e, "val_acc": 0.5, "val_acc_tta": 0.6} for e in (1, 2)]
+    last = [{"epoch": 1, "val_acc": 0.5}, {"epoch": 2, "val_acc": 0.7, "val_acc_tta": 0.72}]
+    for epochs, tta, dashed in ((every, "flip TTA", 1), (last, "TTA level 2", 0)):
+        runs = [{"seed": 0, "epochs": epochs, "val_acc": epochs[-1]["val_acc"],
+                 "val_acc_tta": epochs[-1]["val_acc_tta"]}]
+        fig = plots.repro_figure(runs, 0.94, tta)
+        try:
+            curves, finals = fig.axes
+            assert curves.get_title() == f"val acc by epoch (dashed: {tta})"
+            assert [t.get_text() for t in finals.get_legend().get_texts()] == [
+                "target 0.94", "val acc", f"with {tta}"]
+            assert sum(line.get_linestyle() == "--" for line in curves.get_lines()) == dashed
+        finally:
+            plt.close(fig)
+
+
 def test_tta_accuracy_equals_a_hand_made_mirror_average():
     from legacy_eager.config import Config
     from legacy_eager.model import DavidNet, build
