@@ -57,7 +57,8 @@ def curves_figure(records, lr_unit="per batch"):
         ax.grid(alpha=0.3)
     lr.plot(epochs, [r["lr"] for r in records], marker="o", markersize=3, color="tab:purple",
             label="lr")
-    lr.set_title(f"learning rate {lr_unit} (epoch end)")
+    lr.set_title("learning rate (epoch end)")
+    lr.set_ylabel(lr_unit)
     lr.set_xlabel("epoch")
     lr.grid(alpha=0.3)
     _integer_epochs(loss, acc, lr)
