@@ -39,6 +39,8 @@ def whitening_images(x_train, mean, std, seed):
 
 
 class Trainer(NonfiniteChecks):
+    lr_unit = "per 1024 examples"  # what lr_at_step's rate is per: airbench94's step sizes are
+
     def __init__(self, config, len_train, whiten_images=None, model=None):
         self.config = config
         self.steps_per_epoch = hyp.steps_per_epoch(len_train, config.batch_size)
@@ -156,7 +158,7 @@ class Trainer(NonfiniteChecks):
 
     # ------------------------------------------------------------------ divergence
     def lr_words(self, step):
-        return f"{self.lr_at_step(step):.6g} per 1024 examples"
+        return f"{self.lr_at_step(step):.6g} {self.lr_unit}"
 
     def checkpointed_variables(self):
         path = variable_paths(self.model, "model")

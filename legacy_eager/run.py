@@ -150,11 +150,6 @@ def tta_name(network):
     return "TTA level 2" if network == "airbench94" else "flip TTA"
 
 
-def lr_unit(network):
-    """What a network's learning rate is per, as its rows and curves give it."""
-    return "per 1024 examples" if network == "airbench94" else "per batch"
-
-
 def make_trainer(config, strategy, x_train, train_mean, train_std):
     """The network's Trainer (airbench94's whitening is set from x_train)."""
     if config.network == "airbench94":
@@ -224,7 +219,7 @@ def run(config, log=print, warn=None, batches=None):
                                     train_mean, train_std)
     del x_train, x_test  # each pipeline holds its own copy; these would double the memory
     observers = [TensorBoardLog(out, trainer.lr_at_step),
-                 CurvesPlot(out, lr_unit(config.network))]
+                 CurvesPlot(out, trainer.lr_unit)]
     with signals_recorded() as stop:
         final = fit(trainer, train_set, test_set, len_train, len_test, out, log=log, stop=stop,
                     observers=observers, batches=batches or input_pipeline.epoch_batches)

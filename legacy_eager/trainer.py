@@ -113,6 +113,8 @@ class NonfiniteChecks:
 
 
 class Trainer(NonfiniteChecks):
+    lr_unit = "per batch"  # what lr_at_step's rate is per, as the rows and curves give it
+
     def __init__(self, config, len_train, model=None, strategy=None):
         self.config = config
         # A tf.distribute strategy spreads each global batch over its replicas; without
@@ -180,7 +182,7 @@ class Trainer(NonfiniteChecks):
     def lr_words(self, step):
         """The learning rate at global step `step`, in a divergence message's words."""
         lr = self.lr_at_step(step)
-        return f"{lr:.6g} per batch, {lr / self.config.batch_size:.6g} per example"
+        return f"{lr:.6g} {self.lr_unit}, {lr / self.config.batch_size:.6g} per example"
 
     def checkpointed_variables(self):
         """(name, variable) of every float variable a checkpoint holds: weights, BatchNorm
